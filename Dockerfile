@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+#
+# Two images from one build:
+#   docker build --target operator -t ghcr.io/matrixrtc-operator/matrixrtc-operator:<version> .
+#   docker build --target auth     -t ghcr.io/matrixrtc-operator/matrixrtc-auth:<version> .
+#
+# The binaries are built once, with exactly this command (tests/python/test_chart.py reads it from the RUN line
+# below and checks that binaries built the same way start):
+#   cargo build --release --locked -p matrixrtc-operator -p matrixrtc-auth --bins
+#
+# Why glibc and distroless rather than a static musl binary FROM scratch: the project's toolchain ships only the
+# x86_64-unknown-linux-gnu target (no musl target can be installed where it is built and tested), so the binaries
+# that CI tests are glibc binaries. gcr.io/distroless/cc-debian12 carries exactly what they need at run time (glibc,
+# libgcc, CA certificates in /etc/ssl/certs, a non-root user 65532) and nothing else: no shell, no package manager.
+# The builder is Debian 12 too, so the glibc the binaries link against is the one the runtime image has.
+
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p matrixrtc-operator -p matrixrtc-auth --bins \
+    && mkdir -p /out \
+    && cp target/release/matrixrtc-operator target/release/matrixrtc-auth /out/
+
+# The operator. Kubernetes probes its /healthz and /readyz; it has no in-image health check.
+FROM ${RUNTIME_IMAGE} AS operator
+LABEL org.opencontainers.image.title="matrixrtc-operator" \
+      org.opencontainers.image.description="Kubernetes operator for MatrixRTC transports (LiveKit plus the MatrixRTC authorisation service)" \
+      org.opencontainers.image.source="https://github.com/matrixrtc-operator/matrixrtc-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/matrixrtc-operator /usr/local/bin/matrixrtc-operator
+USER 65532:65532
+HEALTHCHECK NONE
+ENTRYPOINT ["/usr/local/bin/matrixrtc-operator"]
+CMD ["run"]
+
+# The authorisation service. `matrixrtc-auth healthcheck` asks the running service for /healthz, so that plain
+# Docker and Compose can see its health without a shell or curl in the image.
+FROM ${RUNTIME_IMAGE} AS auth
+LABEL org.opencontainers.image.title="matrixrtc-auth" \
+      org.opencontainers.image.description="MatrixRTC authorisation service: LiveKit tokens for Matrix users (MSC4195)" \
+      org.opencontainers.image.source="https://github.com/matrixrtc-operator/matrixrtc-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /out/matrixrtc-auth /usr/local/bin/matrixrtc-auth
+USER 65532:65532
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/matrixrtc-auth", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/matrixrtc-auth"]

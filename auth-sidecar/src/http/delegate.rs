@@ -1,0 +1,245 @@
+//! `POST /delegate_delayed_leave` (spec §1.4), and the delegation step the token endpoints share
+//! (spec §1.2 rows 8a, 8c, 8d): hand a client's delayed leave event over to the delegation engine.
+//!
+//! The body is `/get_token`'s, with `delay_id` and `delay_timeout` required; the answer is `{}`. No room
+//! is created and no token issued. Restricted users get 403 here (400 on the token endpoints).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+
+use super::error::MatrixError;
+use super::issue;
+use super::request::{self, GetTokenBody, MISSING_DELAY_PAIR, MISSING_ROOM_OR_SLOT, OpenId};
+use super::{AppState, admit, answer};
+use crate::contract::path;
+use crate::delegation::{AddJobError, JobKey, JobParams};
+use crate::livekit::grant::{participant_identity, room_alias};
+
+/// 3b here: unlike `/get_token`'s text, without "a".
+pub const MISSING_MEMBER_FIELD: &str =
+    "The request body `member` is missing `id`, `claimed_user_id` or `claimed_device_id`";
+/// 3c here: unlike `/get_token`'s text, without "a".
+pub const MISSING_OPENID_FIELD: &str =
+    "The request body `openid_token` is missing `access_token` or `matrix_server_name`";
+/// 8d: a timeout the job store cannot hold (only reachable with absurdly large values).
+pub const INVALID_DELAY_TIMEOUT: &str = "The delay timeout is out of range";
+
+/// The route handler.
+pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match admit(&state, path::DELEGATE_DELAYED_LEAVE, request).await {
+        Ok(body) => answer(
+            &state,
+            path::DELEGATE_DELAYED_LEAVE,
+            delegate_delayed_leave(&state, &body).await,
+        ),
+        Err(response) => response,
+    }
+}
+
+/// A `/delegate_delayed_leave` request that passed validation.
+struct DelegateRequest {
+    room_id: String,
+    slot_id: String,
+    openid: OpenId,
+    member_id: String,
+    claimed_user_id: String,
+    claimed_device_id: String,
+    delay_id: String,
+    delay_timeout: std::time::Duration,
+}
+
+/// Rows 3a–3d, in order, with this endpoint's texts.
+fn validate(body: GetTokenBody) -> Result<DelegateRequest, MatrixError> {
+    if body.room_id.is_empty() || body.slot_id.is_empty() {
+        return Err(MatrixError::bad_json(MISSING_ROOM_OR_SLOT));
+    }
+    let member = body.member;
+    if member.id.is_empty()
+        || member.claimed_user_id.is_empty()
+        || member.claimed_device_id.is_empty()
+    {
+        return Err(MatrixError::bad_json(MISSING_MEMBER_FIELD));
+    }
+    let token = body.openid_token;
+    if token.access_token.is_empty() || token.matrix_server_name.is_empty() {
+        return Err(MatrixError::bad_json(MISSING_OPENID_FIELD));
+    }
+    let delay_timeout = u64::try_from(body.delay_timeout)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis);
+    let (Some(delay_timeout), false) = (delay_timeout, body.delay_id.is_empty()) else {
+        return Err(MatrixError::bad_json(MISSING_DELAY_PAIR));
+    };
+    Ok(DelegateRequest {
+        room_id: body.room_id,
+        slot_id: body.slot_id,
+        openid: OpenId {
+            access_token: token.access_token,
+            server_name: token.matrix_server_name,
+        },
+        member_id: member.id,
+        claimed_user_id: member.claimed_user_id,
+        claimed_device_id: member.claimed_device_id,
+        delay_id: body.delay_id,
+        delay_timeout,
+    })
+}
+
+async fn delegate_delayed_leave(state: &AppState, body: &[u8]) -> Result<Vec<u8>, MatrixError> {
+    let request = validate(request::decode::<GetTokenBody>(body)?)?;
+    let user = issue::authenticate(state, &request.openid).await?;
+    if request.claimed_user_id != user.user_id {
+        tracing::info!(
+            user_id = %user.user_id,
+            claimed_user_id = %request.claimed_user_id,
+            "claimed user does not match the OpenID token"
+        );
+        return Err(MatrixError::unauthorized());
+    }
+    if !user.full_access {
+        tracing::info!(user_id = %user.user_id, "delegation refused: not a full-access user");
+        return Err(MatrixError::forbidden(issue::DELEGATION_NOT_ALLOWED));
+    }
+    let server_name = &request.openid.server_name;
+    resolve_client_api(state, server_name).await?;
+    let key = JobKey {
+        room: room_alias(&request.room_id, &request.slot_id),
+        identity: participant_identity(
+            &user.user_id,
+            &request.claimed_device_id,
+            &request.member_id,
+        ),
+    };
+    add_job(
+        state,
+        key,
+        server_name,
+        request.delay_id,
+        request.delay_timeout,
+    )
+    .await?;
+    Ok(b"{}\n".to_vec())
+}
+
+/// Rows 8a/7: the homeserver's client-server API must be known before anything is created. Primes the
+/// cache the job's calls use.
+pub async fn resolve_client_api(state: &AppState, server_name: &str) -> Result<(), MatrixError> {
+    match state.client_api.resolve(server_name).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::info!(%server_name, %error, "cannot delegate: client-server API unknown");
+            Err(MatrixError::bad_json(UNRESOLVABLE_CLIENT_API))
+        }
+    }
+}
+
+/// 8a's text.
+pub const UNRESOLVABLE_CLIENT_API: &str = "Unable to resolve client-server API";
+
+/// Rows 8c/8d: adds (and, with Redis, stores) the job before the response goes out.
+pub async fn add_job(
+    state: &AppState,
+    key: JobKey,
+    server_name: &str,
+    delay_id: String,
+    delay_timeout: std::time::Duration,
+) -> Result<(), MatrixError> {
+    let params =
+        JobParams::new(key, server_name.to_owned(), delay_id, delay_timeout).map_err(|error| {
+            tracing::info!(%error, "delegation job rejected");
+            MatrixError::bad_json(INVALID_DELAY_TIMEOUT)
+        })?;
+    state
+        .delegation
+        .add(params)
+        .await
+        .map_err(|error| match error {
+            AddJobError::ShuttingDown => MatrixError::shutting_down(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn body() -> Value {
+        json!({
+            "room_id": "!room:example.com",
+            "slot_id": "m.call#ROOM",
+            "openid_token": {"access_token": "t", "matrix_server_name": "example.com"},
+            "member": {"id": "m", "claimed_user_id": "@u:example.com", "claimed_device_id": "D"},
+            "delay_id": "syd_x",
+            "delay_timeout": 10000,
+            "delay_cs_api_url": "https://ignored.example"
+        })
+    }
+
+    fn check(body: &Value) -> Result<DelegateRequest, MatrixError> {
+        validate(request::decode::<GetTokenBody>(
+            body.to_string().as_bytes(),
+        )?)
+    }
+
+    #[test]
+    fn a_valid_request() {
+        let request = check(&body()).expect("valid");
+        assert_eq!(request.delay_id, "syd_x");
+        assert_eq!(request.delay_timeout, std::time::Duration::from_secs(10));
+        let mut without_url = body();
+        without_url
+            .as_object_mut()
+            .expect("object")
+            .remove("delay_cs_api_url");
+        assert!(check(&without_url).is_ok(), "delay_cs_api_url is optional");
+    }
+
+    #[test]
+    fn each_missing_field_has_its_text() {
+        let cases: [(&str, &str, Value, &str); 10] = [
+            ("", "room_id", json!(""), MISSING_ROOM_OR_SLOT),
+            ("", "slot_id", json!(""), MISSING_ROOM_OR_SLOT),
+            ("member", "id", json!(""), MISSING_MEMBER_FIELD),
+            ("member", "claimed_user_id", json!(""), MISSING_MEMBER_FIELD),
+            (
+                "member",
+                "claimed_device_id",
+                json!(""),
+                MISSING_MEMBER_FIELD,
+            ),
+            (
+                "openid_token",
+                "access_token",
+                json!(""),
+                MISSING_OPENID_FIELD,
+            ),
+            (
+                "openid_token",
+                "matrix_server_name",
+                json!(""),
+                MISSING_OPENID_FIELD,
+            ),
+            ("", "delay_id", json!(""), MISSING_DELAY_PAIR),
+            ("", "delay_timeout", json!(0), MISSING_DELAY_PAIR),
+            ("", "delay_timeout", json!(-5), MISSING_DELAY_PAIR),
+        ];
+        for (parent, field, value, text) in cases {
+            let mut request = body();
+            let target = if parent.is_empty() {
+                &mut request
+            } else {
+                &mut request[parent]
+            };
+            target[field] = value;
+            let error = check(&request).err().expect("invalid");
+            assert_eq!(error, MatrixError::bad_json(text), "{parent}.{field}");
+        }
+        assert_eq!(
+            check(&json!({})).err(),
+            Some(MatrixError::bad_json(MISSING_ROOM_OR_SLOT))
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The part of a token request that both token endpoints share once the body is valid: the
+//! per-homeserver limit, the OpenID check, the full-access decision, minting, room creation and (next
+//! issue) delegation.
+
+use std::time::SystemTime;
+
+use super::AppState;
+use super::error::MatrixError;
+use super::request::{Delegation, OpenId};
+use crate::livekit::grant;
+
+/// 400 for a restricted user who sends delay fields (row 6).
+pub const DELEGATION_NOT_ALLOWED: &str =
+    "Delegation of delayed events is only supported for full access users";
+
+/// A user the homeserver vouched for.
+pub struct Authenticated {
+    /// The verified Matrix user ID (`sub`).
+    pub user_id: String,
+    /// Whether the user's homeserver is in `LIVEKIT_FULL_ACCESS_HOMESERVERS`.
+    pub full_access: bool,
+}
+
+/// Rows 4 (and the per-homeserver limit before it): asks the homeserver whose token this is.
+pub async fn authenticate(state: &AppState, openid: &OpenId) -> Result<Authenticated, MatrixError> {
+    state
+        .limits
+        .check_homeserver(&openid.server_name, &state.metrics)?;
+    let full_access = state.full_access.allows(&openid.server_name);
+    match state
+        .openid
+        .lookup(&openid.server_name, &openid.access_token, full_access)
+        .await
+    {
+        Ok(user_id) => Ok(Authenticated {
+            user_id,
+            full_access,
+        }),
+        Err(reason) => {
+            tracing::info!(
+                server_name = %openid.server_name,
+                %reason,
+                "OpenID token not accepted"
+            );
+            Err(MatrixError::unauthorized())
+        }
+    }
+}
+
+/// What to put in the token, for whom.
+pub struct Grant<'a> {
+    pub user: &'a Authenticated,
+    /// The homeserver that vouched for the user.
+    pub server_name: &'a str,
+    pub room_alias: String,
+    pub identity: String,
+    pub delegation: Option<Delegation>,
+}
+
+/// Rows 6 to 9: refuses delegation to restricted users, mints the token, creates the room for
+/// full-access users, and returns the success body.
+pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, MatrixError> {
+    if grant.delegation.is_some() && !grant.user.full_access {
+        tracing::info!(user_id = %grant.user.user_id, "delegation refused: not a full-access user");
+        return Err(MatrixError::bad_json(DELEGATION_NOT_ALLOWED));
+    }
+    let jwt = grant::participant_token(
+        &state.keys,
+        &grant.identity,
+        &grant.room_alias,
+        SystemTime::now(),
+    )
+    .map_err(|error| {
+        tracing::error!(%error, "could not mint a participant token");
+        MatrixError::internal()
+    })?;
+    if grant.user.full_access {
+        prepare_room_and_delegation(state, &grant).await?;
+    }
+    tracing::debug!(
+        user_id = %grant.user.user_id,
+        room = %grant.room_alias,
+        full_access = grant.user.full_access,
+        "issued a LiveKit token"
+    );
+    Ok(state.token_response.body(&jwt))
+}
+
+/// **The delegation seam.** For a full-access user: make sure the LiveKit room exists and, when the
+/// request carries a [`Delegation`], hand the client's delayed leave event over to the service.
+///
+/// Delegation is the next issue. It belongs here and only here, in this order (spec §1.2 rows 8a–8d):
+/// resolve the client-server API of `grant.server_name` (400 `Unable to resolve client-server API`)
+/// *before* creating the room, then create the room, then add and persist the job keyed by
+/// (`grant.room_alias`, `grant.identity`) before returning (503 when shutting down). Until then a
+/// delegation request simply gets its token.
+async fn prepare_room_and_delegation(
+    state: &AppState,
+    grant: &Grant<'_>,
+) -> Result<(), MatrixError> {
+    if grant.delegation.is_some() {
+        // Never log the delay ID: it is the capability to send or restart the event.
+        tracing::debug!(
+            user_id = %grant.user.user_id,
+            server_name = %grant.server_name,
+            room = %grant.room_alias,
+            "delegation of delayed leave events is not enabled yet; issuing the token only"
+        );
+    }
+    create_room(state, &grant.room_alias).await
+}
+
+/// Row 8b: LiveKit `CreateRoom`; an existing room is fine.
+async fn create_room(state: &AppState, room_alias: &str) -> Result<(), MatrixError> {
+    let asked_at = grant::unix_seconds(SystemTime::now()).unwrap_or_default();
+    match state.rooms.create_room(room_alias).await {
+        Ok(room) => {
+            // LiveKit returns the existing room unchanged, so a creation time before this request means
+            // the room was already there.
+            let created = u64::try_from(room.creation_time).is_ok_and(|t| t >= asked_at);
+            if created {
+                tracing::info!(room = %room_alias, sid = %room.sid, "created LiveKit room");
+            } else {
+                tracing::debug!(room = %room_alias, sid = %room.sid, "LiveKit room exists");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            state.metrics.create_room_failed();
+            tracing::warn!(room = %room_alias, %error, "LiveKit CreateRoom failed");
+            Err(MatrixError::create_room_failed())
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! LiveKit's RoomService over Twirp, called by hand.
+//!
+//! LiveKit's SDKs either drop a path prefix in `LIVEKIT_URL` or do not map `ws`/`wss` to `http`/`https`;
+//! the reference's Go SDK does both, so we do too: `wss://h/livekit/sfu` serves the API at
+//! `https://h/livekit/sfu/twirp/livekit.RoomService/<Method>`. Requests use Twirp's JSON encoding
+//! (`Content-Type: application/json`, proto field names); errors come back as `{"code","msg"}` JSON.
+//!
+//! The service token for `CreateRoom` (`video.roomCreate`, valid 6 h like the SDK's default) is minted
+//! once and reused until an hour before it expires. Tokens for room-scoped calls (`GetParticipant`
+//! needs `roomAdmin` for that room) are minted per call.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use http::HeaderValue;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::grant::{self, GrantError, VideoGrant};
+use super::keys::KeySet;
+
+/// Seconds an empty room lives before LiveKit closes it (the reference's value).
+pub const EMPTY_TIMEOUT_SECONDS: u32 = 300;
+/// Seconds a room lives after its last participant left (the reference's value).
+pub const DEPARTURE_TIMEOUT_SECONDS: u32 = 20;
+/// Unlimited participants.
+pub const MAX_PARTICIPANTS: u32 = 0;
+
+/// Validity of the cached `CreateRoom` token (the Go SDK's default).
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+/// The cached token is replaced once less than this is left.
+const SERVICE_TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(3600);
+/// LiveKit's answers are small; anything bigger is not a RoomService answer.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Why `LIVEKIT_URL` cannot serve as the RoomService base. The reference does not check this at
+/// startup, but with such a URL every full-access token request would fail with 500; we refuse to start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("LIVEKIT_URL must start with ws://, wss://, http:// or https://, got {0:?}")]
+pub struct BaseUrlError(pub String);
+
+/// Why a RoomService call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TwirpError {
+    #[error("could not reach LiveKit: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("LiveKit answered HTTP {status} ({code}): {msg}")]
+    Api {
+        status: u16,
+        /// The Twirp error code (`not_found`, `unauthenticated`, ...); empty if the body had none.
+        code: String,
+        msg: String,
+    },
+    #[error("LiveKit's answer is not the expected JSON: {0}")]
+    Decode(String),
+    #[error(transparent)]
+    Token(#[from] GrantError),
+}
+
+impl TwirpError {
+    /// Twirp `not_found`: the room or participant does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Api { code, .. } if code == "not_found")
+    }
+}
+
+/// The room LiveKit created or already had.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Room {
+    pub sid: String,
+    pub name: String,
+    /// Unix seconds; protobuf JSON writes int64 as a string.
+    #[serde(deserialize_with = "int64")]
+    pub creation_time: i64,
+}
+
+/// A participant LiveKit knows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Participant {
+    pub sid: String,
+    pub identity: String,
+}
+
+#[derive(Serialize)]
+struct CreateRoomRequest<'a> {
+    name: &'a str,
+    empty_timeout: u32,
+    departure_timeout: u32,
+    max_participants: u32,
+}
+
+#[derive(Serialize)]
+struct RoomParticipantIdentity<'a> {
+    room: &'a str,
+    identity: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TwirpErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    msg: String,
+}
+
+struct CachedToken {
+    header: HeaderValue,
+    renew_at: SystemTime,
+}
+
+/// A RoomService client for one LiveKit deployment.
+pub struct RoomService {
+    http: reqwest::Client,
+    /// `<http base>/twirp/livekit.RoomService/`.
+    method_prefix: String,
+    keys: Arc<KeySet>,
+    create_token: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for RoomService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomService")
+            .field("method_prefix", &self.method_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP base of the Twirp API: `ws` becomes `http`, `wss` becomes `https`, the path is kept.
+pub fn http_base(livekit_url: &str) -> Result<String, BaseUrlError> {
+    let base = if let Some(rest) = livekit_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = livekit_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if livekit_url.starts_with("http://") || livekit_url.starts_with("https://") {
+        livekit_url.to_owned()
+    } else {
+        return Err(BaseUrlError(livekit_url.to_owned()));
+    };
+    // Must parse as a URL with a host, or every call would fail at request time.
+    match reqwest::Url::parse(&base) {
+        Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(base.trim_end_matches('/').to_owned())
+        }
+        _ => Err(BaseUrlError(livekit_url.to_owned())),
+    }
+}
+
+impl RoomService {
+    /// A client for the LiveKit at `livekit_url` (the `LIVEKIT_URL` value), signing with `keys`.
+    pub fn new(
+        livekit_url: &str,
+        keys: Arc<KeySet>,
+        http: reqwest::Client,
+    ) -> Result<Self, BaseUrlError> {
+        Ok(Self {
+            http,
+            method_prefix: format!("{}/twirp/livekit.RoomService/", http_base(livekit_url)?),
+            keys,
+            create_token: Mutex::new(None),
+        })
+    }
+
+    /// `CreateRoom` with the reference's settings. Creating a room that exists returns that room.
+    pub async fn create_room(&self, name: &str) -> Result<Room, TwirpError> {
+        let body = CreateRoomRequest {
+            name,
+            empty_timeout: EMPTY_TIMEOUT_SECONDS,
+            departure_timeout: DEPARTURE_TIMEOUT_SECONDS,
+            max_participants: MAX_PARTICIPANTS,
+        };
+        let token = self.create_token()?;
+        self.call("CreateRoom", token, &body).await
+    }
+
+    /// `GetParticipant`: `Ok(None)` when LiveKit says `not_found`.
+    pub async fn get_participant(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<Option<Participant>, TwirpError> {
+        let video = VideoGrant {
+            room: Some(room),
+            room_admin: true,
+            ..VideoGrant::default()
+        };
+        let token = self.bearer(&video, SystemTime::now())?;
+        match self
+            .call(
+                "GetParticipant",
+                token,
+                &RoomParticipantIdentity { room, identity },
+            )
+            .await
+        {
+            Ok(participant) => Ok(Some(participant)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The cached `roomCreate` token, re-minted when close to expiry.
+    fn create_token(&self) -> Result<HeaderValue, TwirpError> {
+        let now = SystemTime::now();
+        // The lock is never held across an await; a poisoned lock only means another thread panicked
+        // while replacing the token, and the value is still a whole token or none.
+        let mut cached = self
+            .create_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(token) = cached.as_ref().filter(|t| now < t.renew_at) {
+            return Ok(token.header.clone());
+        }
+        let video = VideoGrant {
+            room_create: true,
+            ..VideoGrant::default()
+        };
+        let header = self.bearer(&video, now)?;
+        *cached = Some(CachedToken {
+            header: header.clone(),
+            renew_at: now + (SERVICE_TOKEN_TTL - SERVICE_TOKEN_RENEW_BEFORE),
+        });
+        Ok(header)
+    }
+
+    fn bearer(&self, video: &VideoGrant<'_>, now: SystemTime) -> Result<HeaderValue, TwirpError> {
+        let token = grant::mint(&self.keys, None, video, now, SERVICE_TOKEN_TTL)?;
+        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|e| GrantError::Sign(e.to_string()))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        token: HeaderValue,
+        body: &impl Serialize,
+    ) -> Result<T, TwirpError> {
+        let body = serde_json::to_vec(body).map_err(|e| TwirpError::Decode(e.to_string()))?;
+        let response = self
+            .http
+            .post(format!("{}{method}", self.method_prefix))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(AUTHORIZATION, token)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(TwirpError::Decode(format!(
+                "{} bytes is too large",
+                bytes.len()
+            )));
+        }
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| TwirpError::Decode(e.to_string()));
+        }
+        let (code, msg) = match serde_json::from_slice::<TwirpErrorBody>(&bytes) {
+            Ok(TwirpErrorBody { code, msg }) => (code, msg),
+            // Not a Twirp error (a proxy's error page, say): keep a short, printable excerpt.
+            Err(_) => (
+                String::new(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            ),
+        };
+        Err(TwirpError::Api {
+            status: status.as_u16(),
+            code,
+            msg,
+        })
+    }
+}
+
+/// An int64 written either as a JSON number or, as protobuf JSON does, as a string.
+fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int64 {
+        Number(i64),
+        Text(String),
+    }
+    match Int64::deserialize(deserializer)? {
+        Int64::Number(n) => Ok(n),
+        Int64::Text(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::livekit::fake::{FakeLiveKit, Reply, http_client};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::{Value, json};
+
+    fn keys() -> Arc<KeySet> {
+        Arc::new(KeySet::single("apikey".into(), "apisecret".into()).unwrap())
+    }
+
+    fn claims(authorization: &str) -> Value {
+        let token = authorization.strip_prefix("Bearer ").unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn base_url_mapping() {
+        assert_eq!(http_base("ws://h:7880").unwrap(), "http://h:7880");
+        assert_eq!(
+            http_base("wss://h/livekit/sfu").unwrap(),
+            "https://h/livekit/sfu"
+        );
+        assert_eq!(
+            http_base("wss://h/livekit/sfu/").unwrap(),
+            "https://h/livekit/sfu"
+        );
+        assert_eq!(http_base("https://h").unwrap(), "https://h");
+        assert_eq!(
+            http_base("http://10.0.0.1:7880").unwrap(),
+            "http://10.0.0.1:7880"
+        );
+        for bad in ["h:7880", "ftp://h", "wss://", "WSS://h", ""] {
+            assert_eq!(http_base(bad), Err(BaseUrlError(bad.into())), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn create_room_sends_the_reference_request() {
+        let fake = FakeLiveKit::start(Reply::Room).await;
+        let service =
+            RoomService::new(&fake.ws_url("/livekit/sfu"), keys(), http_client()).unwrap();
+        let room = service.create_room("the-alias").await.unwrap();
+        assert_eq!(room.name, "the-alias");
+        assert!(room.creation_time > 0);
+
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(
+            call.path,
+            "/livekit/sfu/twirp/livekit.RoomService/CreateRoom"
+        );
+        assert_eq!(call.content_type, "application/json");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"name": "the-alias", "empty_timeout": 300, "departure_timeout": 20, "max_participants": 0})
+        );
+        let claims = claims(&call.authorization);
+        assert_eq!(claims["iss"], "apikey");
+        assert_eq!(claims["video"], json!({"roomCreate": true}));
+        assert!(claims.get("sub").is_none());
+        let exp = claims["exp"].as_u64().unwrap();
+        assert_eq!(exp - claims["nbf"].as_u64().unwrap(), 6 * 3600);
+        // The signature checks out with the API secret.
+        let token = call.authorization.strip_prefix("Bearer ").unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(b"apisecret"),
+            &validation,
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn service_token_is_reused() {
+        let fake = FakeLiveKit::start(Reply::Room).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        service.create_room("a").await.unwrap();
+        service.create_room("b").await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].authorization, calls[1].authorization);
+        assert_eq!(calls[1].path, "/twirp/livekit.RoomService/CreateRoom");
+    }
+
+    #[tokio::test]
+    async fn twirp_errors_are_parsed() {
+        let fake = FakeLiveKit::start(Reply::Error(401, "unauthenticated")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        let error = service.create_room("a").await.unwrap_err();
+        match &error {
+            TwirpError::Api { status, code, msg } => {
+                assert_eq!((*status, code.as_str()), (401, "unauthenticated"));
+                assert_eq!(msg, "fake error");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!error.is_not_found());
+    }
+
+    #[tokio::test]
+    async fn unreachable_livekit_is_a_transport_error() {
+        // Port 1 on loopback: nothing listens there.
+        let service = RoomService::new("ws://127.0.0.1:1", keys(), http_client()).unwrap();
+        assert!(matches!(
+            service.create_room("a").await,
+            Err(TwirpError::Transport(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn get_participant_maps_not_found_to_none() {
+        let fake = FakeLiveKit::start(Reply::Error(404, "not_found")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        assert!(
+            service
+                .get_participant("room", "who")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let call = &fake.calls()[0];
+        assert_eq!(call.path, "/twirp/livekit.RoomService/GetParticipant");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"room": "room", "identity": "who"})
+        );
+        assert_eq!(
+            claims(&call.authorization)["video"],
+            json!({"room": "room", "roomAdmin": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn get_participant_found() {
+        let fake = FakeLiveKit::start(Reply::Participant).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        let participant = service
+            .get_participant("room", "who")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(participant.identity, "who");
+    }
+
+    #[test]
+    fn room_creation_time_accepts_string_or_number() {
+        let room: Room =
+            serde_json::from_str(r#"{"name":"a","creation_time":"1700000000"}"#).unwrap();
+        assert_eq!(room.creation_time, 1_700_000_000);
+        let room: Room = serde_json::from_str(r#"{"creation_time":17,"extra":1}"#).unwrap();
+        assert_eq!(room.creation_time, 17);
+    }
+}

@@ -1,0 +1,553 @@
+//! The homeserver's client-server API, as far as delegated leaves need it (spec §5.4, §5.5): where it is,
+//! and the unauthenticated MSC4140 `restart`/`send` calls on a delayed event.
+//!
+//! The base URL comes from `LIVEKIT_CS_API_URL_OVERRIDES`, else from a cache of earlier successful
+//! discoveries (4 h), else from `https://<server_name>/.well-known/matrix/client`. The `delay_cs_api_url`
+//! a client sends is never used: pointing us at an arbitrary URL would make the service a request proxy.
+//!
+//! The delay ID is the capability to act on the event, so it is treated as a secret: it never appears in
+//! an error or a log line produced here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use url::Url;
+
+use crate::delegation::retry::{self, Action, Reply};
+
+/// `.well-known/matrix/client` bodies above this size are refused.
+const WELL_KNOWN_LIMIT: usize = 64 * 1024;
+/// Whole-request timeout of the well-known lookup.
+const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a delayed-event error body is read (enough for a Matrix error with `retry_after_ms`).
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+/// Per-attempt timeout of a delayed-event call.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The unstable MSC4140 path below the client-server API base.
+const DELAYED_EVENTS_PATH: [&str; 5] = [
+    "_matrix",
+    "client",
+    "unstable",
+    "org.matrix.msc4140",
+    "delayed_events",
+];
+
+/// Why no client-server API URL is available for a homeserver.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientApiError {
+    #[error("{server_name} publishes no .well-known/matrix/client")]
+    NotPublished { server_name: String },
+    #[error("fetching .well-known/matrix/client of {server_name} failed: {reason}")]
+    Fetch { server_name: String, reason: String },
+    #[error(".well-known/matrix/client of {server_name} is unusable: {reason}")]
+    Invalid { server_name: String, reason: String },
+    #[error("client-server API URL {url:?} of {server_name} is not an http(s) URL")]
+    BadUrl { server_name: String, url: String },
+    #[error("the delay ID cannot be written as one URL path segment")]
+    UnaddressableDelayId,
+}
+
+/// Finds client-server APIs and calls their delayed-event endpoints.
+pub struct ClientApi {
+    http: reqwest::Client,
+    overrides: HashMap<String, String>,
+    cache_ttl: Duration,
+    cache: Mutex<HashMap<String, (Url, Instant)>>,
+}
+
+impl std::fmt::Debug for ClientApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientApi")
+            .field("overrides", &self.overrides)
+            .field("cache_ttl", &self.cache_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientApi {
+    /// Successful discoveries are cached this long (spec §5.4).
+    pub const CACHE_TTL: Duration = Duration::from_secs(4 * 3600);
+
+    /// `overrides` maps a server name (exact string) to a base URL, as parsed from
+    /// `LIVEKIT_CS_API_URL_OVERRIDES`.
+    pub fn new(
+        http: reqwest::Client,
+        overrides: HashMap<String, String>,
+        cache_ttl: Duration,
+    ) -> Self {
+        Self {
+            http,
+            overrides,
+            cache_ttl,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The client-server API base URL of `server_name`: override, then cache, then `.well-known`.
+    pub async fn resolve(&self, server_name: &str) -> Result<Url, ClientApiError> {
+        if let Some(url) = self.overrides.get(server_name) {
+            return parse_base(server_name, url);
+        }
+        if let Some(url) = self.cached(server_name) {
+            return Ok(url);
+        }
+        let url = self.discover(server_name).await?;
+        self.lock_cache()
+            .insert(server_name.to_owned(), (url.clone(), Instant::now()));
+        Ok(url)
+    }
+
+    /// Resolves the homeserver's API and performs one `restart` or `send` attempt.
+    pub async fn delayed_event(
+        &self,
+        server_name: &str,
+        delay_id: &str,
+        action: Action,
+    ) -> Result<Reply, ClientApiError> {
+        let base = self.resolve(server_name).await?;
+        let url = delayed_event_url(&base, delay_id, action)?;
+        Ok(self.post_empty_object(url).await)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Url, Instant)>> {
+        super::lock(&self.cache)
+    }
+
+    fn cached(&self, server_name: &str) -> Option<Url> {
+        let mut cache = self.lock_cache();
+        match cache.get(server_name) {
+            Some((url, at)) if at.elapsed() < self.cache_ttl => Some(url.clone()),
+            Some(_) => {
+                cache.remove(server_name);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn discover(&self, server_name: &str) -> Result<Url, ClientApiError> {
+        let fetch_error = |reason: String| ClientApiError::Fetch {
+            server_name: server_name.to_owned(),
+            reason,
+        };
+        let url = format!("https://{server_name}/.well-known/matrix/client");
+        let mut response = self
+            .http
+            .get(&url)
+            .timeout(WELL_KNOWN_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| fetch_error(super::error_chain(&error)))?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| fetch_error(error.to_string()))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > WELL_KNOWN_LIMIT {
+                return Err(ClientApiError::Invalid {
+                    server_name: server_name.to_owned(),
+                    reason: format!("larger than {WELL_KNOWN_LIMIT} bytes"),
+                });
+            }
+        }
+        let base_url = well_known_base_url(server_name, status, &body)?;
+        parse_base(server_name, &base_url)
+    }
+
+    async fn post_empty_object(&self, url: Url) -> Reply {
+        let sent = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body("{}")
+            .timeout(ATTEMPT_TIMEOUT)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            // `without_url`: the URL holds the delay ID, which must not be logged.
+            Err(error) => {
+                return Reply::Transient(format!(
+                    "transport: {}",
+                    super::error_chain(&error.without_url())
+                ));
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        // Only a 429 body is interesting; a body that fails to arrive just has no hint in it.
+        if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > ERROR_BODY_LIMIT {
+                    break;
+                }
+            }
+        }
+        retry::classify(
+            status,
+            retry_after.as_deref(),
+            &body,
+            time::OffsetDateTime::now_utc(),
+        )
+    }
+}
+
+/// `m.homeserver.base_url` of a `.well-known/matrix/client` response (mautrix `DiscoverClientAPI`
+/// semantics: 404 means "none", other failures and an empty URL are errors).
+fn well_known_base_url(
+    server_name: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<String, ClientApiError> {
+    let invalid = |reason: String| ClientApiError::Invalid {
+        server_name: server_name.to_owned(),
+        reason,
+    };
+    if status == StatusCode::NOT_FOUND {
+        return Err(ClientApiError::NotPublished {
+            server_name: server_name.to_owned(),
+        });
+    }
+    if !status.is_success() {
+        return Err(ClientApiError::Fetch {
+            server_name: server_name.to_owned(),
+            reason: format!("HTTP status {status}"),
+        });
+    }
+    let document: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| invalid(format!("not JSON: {error}")))?;
+    let base_url = document
+        .get("m.homeserver")
+        .and_then(|homeserver| homeserver.get("base_url"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    if base_url.is_empty() {
+        return Err(invalid("no m.homeserver.base_url".into()));
+    }
+    Ok(base_url.to_owned())
+}
+
+fn parse_base(server_name: &str, url: &str) -> Result<Url, ClientApiError> {
+    Url::parse(url)
+        .ok()
+        .filter(|parsed| matches!(parsed.scheme(), "http" | "https") && parsed.has_host())
+        .ok_or_else(|| ClientApiError::BadUrl {
+            server_name: server_name.to_owned(),
+            url: url.to_owned(),
+        })
+}
+
+/// `<base>/_matrix/client/unstable/org.matrix.msc4140/delayed_events/<delay_id>/<action>`, keeping any
+/// path of the base and escaping the delay ID as one segment (`/` becomes `%2F`). URL parsers collapse
+/// `.` and `..` segments even when percent-encoded, so such a delay ID cannot be addressed at all.
+pub fn delayed_event_url(
+    base: &Url,
+    delay_id: &str,
+    action: Action,
+) -> Result<Url, ClientApiError> {
+    if matches!(delay_id, "" | "." | "..") {
+        return Err(ClientApiError::UnaddressableDelayId);
+    }
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| ClientApiError::UnaddressableDelayId)?
+        .pop_if_empty()
+        .extend(DELAYED_EVENTS_PATH)
+        .push(delay_id)
+        .push(action.as_str());
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(url: &str) -> Url {
+        Url::parse(url).expect("valid URL")
+    }
+
+    #[test]
+    fn builds_the_unstable_path() {
+        let url = delayed_event_url(&base("https://hs.example"), "syd_abc", Action::Send)
+            .expect("addressable");
+        assert_eq!(
+            url.as_str(),
+            "https://hs.example/_matrix/client/unstable/org.matrix.msc4140/delayed_events/syd_abc/send"
+        );
+        let url = delayed_event_url(&base("http://hs.example:8008/"), "x", Action::Restart)
+            .expect("addressable");
+        assert_eq!(
+            url.as_str(),
+            "http://hs.example:8008/_matrix/client/unstable/org.matrix.msc4140/delayed_events/x/restart"
+        );
+    }
+
+    #[test]
+    fn keeps_a_base_path() {
+        for base_url in ["https://h/matrix", "https://h/matrix/"] {
+            let url = delayed_event_url(&base(base_url), "d", Action::Send).expect("addressable");
+            assert_eq!(
+                url.path(),
+                "/matrix/_matrix/client/unstable/org.matrix.msc4140/delayed_events/d/send"
+            );
+        }
+    }
+
+    #[test]
+    fn escapes_the_delay_id_as_one_segment() {
+        let url = delayed_event_url(&base("https://h"), "../../admin?x=1#f", Action::Send)
+            .expect("addressable");
+        assert_eq!(
+            url.as_str(),
+            "https://h/_matrix/client/unstable/org.matrix.msc4140/delayed_events/..%2F..%2Fadmin%3Fx=1%23f/send"
+        );
+        assert!(url.path_segments().expect("path").all(|s| s != ".."));
+        assert_eq!(url.query(), None);
+        for unaddressable in ["", ".", ".."] {
+            assert!(matches!(
+                delayed_event_url(&base("https://h"), unaddressable, Action::Restart),
+                Err(ClientApiError::UnaddressableDelayId)
+            ));
+        }
+    }
+
+    #[test]
+    fn well_known_parsing() {
+        let ok = br#"{"m.homeserver":{"base_url":"https://matrix.example"},"other":1}"#;
+        assert_eq!(
+            well_known_base_url("e", StatusCode::OK, ok).expect("usable"),
+            "https://matrix.example"
+        );
+        assert!(matches!(
+            well_known_base_url("e", StatusCode::NOT_FOUND, b""),
+            Err(ClientApiError::NotPublished { .. })
+        ));
+        assert!(matches!(
+            well_known_base_url("e", StatusCode::BAD_GATEWAY, ok),
+            Err(ClientApiError::Fetch { .. })
+        ));
+        for bad in [
+            b"<html>".as_slice(),
+            br#"{"m.homeserver":{"base_url":""}}"#,
+            br#"{"m.homeserver":{}}"#,
+            br#"{"m.homeserver":{"base_url":5}}"#,
+            b"{}",
+        ] {
+            assert!(
+                matches!(
+                    well_known_base_url("e", StatusCode::OK, bad),
+                    Err(ClientApiError::Invalid { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn http_client() -> reqwest::Client {
+        // reqwest is built without a default TLS provider; the service installs ring at startup.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    fn client_api(overrides: &[(&str, &str)], ttl: Duration) -> ClientApi {
+        ClientApi::new(
+            http_client(),
+            overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ttl,
+        )
+    }
+
+    #[tokio::test]
+    async fn override_beats_cache_and_cache_is_used_until_it_expires() {
+        let api = client_api(
+            &[("hs.example", "http://synapse:8008")],
+            Duration::from_secs(60),
+        );
+        api.lock_cache().insert(
+            "hs.example".into(),
+            (base("https://from-cache"), Instant::now()),
+        );
+        assert_eq!(
+            api.resolve("hs.example").await.expect("override").as_str(),
+            "http://synapse:8008/"
+        );
+
+        api.lock_cache().insert(
+            "cached.example".into(),
+            (base("https://cached-api"), Instant::now()),
+        );
+        assert_eq!(
+            api.resolve("cached.example").await.expect("cache").as_str(),
+            "https://cached-api/"
+        );
+
+        // An expired entry is dropped (and discovery would run).
+        let expired = client_api(&[], Duration::ZERO);
+        expired.lock_cache().insert(
+            "old.example".into(),
+            (base("https://cached-api"), Instant::now()),
+        );
+        assert_eq!(expired.cached("old.example"), None);
+        assert!(expired.lock_cache().is_empty());
+    }
+
+    #[tokio::test]
+    async fn overrides_must_be_http_urls() {
+        let api = client_api(
+            &[("a", "synapse:8008"), ("b", "ftp://x"), ("c", "https://ok")],
+            ClientApi::CACHE_TTL,
+        );
+        assert!(matches!(
+            api.resolve("a").await,
+            Err(ClientApiError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            api.resolve("b").await,
+            Err(ClientApiError::BadUrl { .. })
+        ));
+        assert!(api.resolve("c").await.is_ok());
+    }
+
+    /// One recorded request of the fake client-server API below.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        path: String,
+        content_type: Option<String>,
+        authorization: bool,
+        body: String,
+    }
+
+    /// Serves `status` with `headers` and `body` on every path of a loopback HTTP server and records
+    /// the requests.
+    async fn fake_api(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+    ) -> (String, std::sync::Arc<Mutex<Vec<Seen>>>) {
+        use axum::body::Bytes;
+        use axum::http::HeaderMap;
+        use axum::response::IntoResponse;
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, request_headers: HeaderMap, request_body: Bytes| {
+                let record = record.clone();
+                async move {
+                    record.lock().expect("record").push(Seen {
+                        path: uri.path().to_owned(),
+                        content_type: request_headers
+                            .get(CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        authorization: request_headers.contains_key(http::header::AUTHORIZATION),
+                        body: String::from_utf8_lossy(&request_body).into_owned(),
+                    });
+                    let mut response =
+                        (StatusCode::from_u16(status).expect("status"), body).into_response();
+                    for (name, value) in headers {
+                        response
+                            .headers_mut()
+                            .insert(*name, http::HeaderValue::from_static(value));
+                    }
+                    response
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}/base"), seen)
+    }
+
+    #[tokio::test]
+    async fn calls_the_delayed_event_endpoint_without_credentials() {
+        let (url, seen) = fake_api(200, &[], "{}").await;
+        let api = client_api(&[("hs.example", &url)], ClientApi::CACHE_TTL);
+        let reply = api
+            .delayed_event("hs.example", "id/1", Action::Restart)
+            .await
+            .expect("resolved");
+        assert_eq!(reply, Reply::Success);
+        let seen = seen.lock().expect("seen").clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].path,
+            "/base/_matrix/client/unstable/org.matrix.msc4140/delayed_events/id%2F1/restart"
+        );
+        assert_eq!(seen[0].content_type.as_deref(), Some("application/json"));
+        assert_eq!(seen[0].body, "{}");
+        assert!(
+            !seen[0].authorization,
+            "the delay ID is the only capability"
+        );
+    }
+
+    #[tokio::test]
+    async fn classifies_the_response() {
+        let (url, _) = fake_api(
+            429,
+            &[],
+            r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":2500}"#,
+        )
+        .await;
+        let api = client_api(&[("hs", &url)], ClientApi::CACHE_TTL);
+        let reply = api
+            .delayed_event("hs", "d", Action::Send)
+            .await
+            .expect("resolved");
+        assert_eq!(reply, Reply::RetryAfter(Duration::from_secs(3)));
+
+        let (url, _) = fake_api(429, &[("retry-after", "4")], "").await;
+        let api = client_api(&[("hs", &url)], ClientApi::CACHE_TTL);
+        let reply = api
+            .delayed_event("hs", "d", Action::Send)
+            .await
+            .expect("resolved");
+        assert_eq!(reply, Reply::RetryAfter(Duration::from_secs(4)));
+
+        let (url, _) = fake_api(404, &[], "").await;
+        let api = client_api(&[("hs", &url)], ClientApi::CACHE_TTL);
+        let reply = api
+            .delayed_event("hs", "d", Action::Send)
+            .await
+            .expect("resolved");
+        assert_eq!(reply, Reply::NotFound);
+
+        // Nothing listens on a port we just released: a transport error is transient.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let api = client_api(
+            &[("hs", &format!("http://127.0.0.1:{port}"))],
+            ClientApi::CACHE_TTL,
+        );
+        let reply = api
+            .delayed_event("hs", "d", Action::Send)
+            .await
+            .expect("resolved");
+        assert!(matches!(reply, Reply::Transient(_)), "{reply:?}");
+    }
+}

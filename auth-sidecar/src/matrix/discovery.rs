@@ -1,0 +1,964 @@
+//! Matrix server-server name resolution (spec §2.1) and its cache.
+//!
+//! A server name resolves to a [`Route`]: the `Host` header to send, the name the certificate must match,
+//! and a [`Destination`] saying where the addresses come from:
+//!
+//! 1. IP literal: that IP, at the given port or 8448. Host = the server name, TLS name = the IP.
+//! 2. Host name with a port: that host and port. Host = the server name, TLS name = the host.
+//! 3. Host name without a port: `GET https://<name>/.well-known/matrix/server` (200, at most 50 KiB, JSON
+//!    with a valid `m.server`). The delegated name is resolved with steps 1, 2 and 4–5, and becomes the
+//!    Host header and (its host part) the TLS name, as the Matrix spec and Synapse have it.
+//! 4. Otherwise SRV `_matrix-fed._tcp.<name>`, then the deprecated `_matrix._tcp.<name>`.
+//! 5. Otherwise `<name>:8448`.
+//!
+//! Steps 4–5 run when a connection is opened ([`Discovery::targets`]), through the DNS resolver's own
+//! TTL-honouring cache, so a route cached for a day never pins SRV answers longer than their TTL.
+//!
+//! Routes are cached per (server name, trusted): a `.well-known` answer for its `Cache-Control: max-age`
+//! or `Expires` (at least 5 min, at most 48 h, else 24 h), a failed `.well-known` for 10 min.
+//! Concurrent lookups of one name share a single discovery. Each route also owns the idle keep-alive
+//! connections to it, so dropping a route (expiry, or [`Discovery::invalidate`] after a connection
+//! failure) also drops its connections.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::HeaderValue;
+use http::header::{CACHE_CONTROL, EXPIRES, HeaderMap};
+use rustls::pki_types::ServerName as TlsName;
+use tokio::sync::OnceCell;
+
+use super::federation::IdlePool;
+use super::guard::{Guard, GuardedResolver};
+use super::server_name::{Host, ServerName};
+use super::{error_chain, lock};
+use crate::outbound::Outbound;
+use crate::outbound::dns::{Dns, DnsError, PlainResolver, SrvRecord};
+use crate::telemetry::Metrics;
+
+/// Port of federation when neither the server name nor SRV says otherwise.
+pub const DEFAULT_FEDERATION_PORT: u16 = 8448;
+/// Largest `.well-known/matrix/server` body accepted (spec: 50 KiB).
+const WELL_KNOWN_MAX_BYTES: usize = 50 * 1024;
+/// How long a `.well-known` answer without cache headers, and a route that needs none, is kept.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest a `.well-known` answer is kept, whatever its headers say (spec: 48 h).
+const MAX_TTL: Duration = Duration::from_secs(48 * 3600);
+/// Shortest a `.well-known` answer is kept, so `max-age=0` cannot make every connection refetch it.
+const MIN_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long a failed `.well-known` lookup (and so the SRV/8448 route) is kept.
+const FAILURE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Redirects followed by a `.well-known` fetch.
+const MAX_REDIRECTS: usize = 3;
+/// Routes kept per trust level; bounds memory when requests name many (possibly made-up) servers.
+const CACHE_CAPACITY: usize = 10_000;
+/// SRV services tried in order: the current one, then the one deprecated since Matrix 1.8.
+const SRV_SERVICES: [&str; 2] = ["_matrix-fed._tcp", "_matrix._tcp"];
+
+/// A host to connect to: an address, or a name still to be looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// One place to try, in order of preference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub host: TargetHost,
+    pub port: u16,
+}
+
+/// Where a route's addresses come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A known host and port (steps 1 and 2, also for a delegated name).
+    Direct(Target),
+    /// A host name without a port: SRV records, else port 8448 (steps 4 and 5).
+    Srv { name: String },
+}
+
+/// How to reach one homeserver's federation API.
+#[derive(Debug)]
+pub struct Route {
+    host_header: HeaderValue,
+    tls_name: TlsName<'static>,
+    destination: Destination,
+    expires: Instant,
+    /// Idle keep-alive connections to this route.
+    pub(crate) idle: IdlePool,
+}
+
+impl Route {
+    fn new(
+        host_header: &str,
+        tls_name: TlsName<'static>,
+        destination: Destination,
+        ttl: Duration,
+    ) -> Result<Self, DiscoveryError> {
+        Ok(Self {
+            host_header: HeaderValue::from_str(host_header)
+                .map_err(|_| DiscoveryError::BadName(host_header.to_owned()))?,
+            tls_name,
+            destination,
+            expires: Instant::now() + ttl,
+            idle: IdlePool::default(),
+        })
+    }
+
+    /// The `Host` header of requests on this route.
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
+    }
+
+    /// The name the server's certificate must match.
+    pub fn tls_name(&self) -> &TlsName<'static> {
+        &self.tls_name
+    }
+
+    /// Where the addresses come from.
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// When the cache stops using this route.
+    pub fn expires(&self) -> Instant {
+        self.expires
+    }
+}
+
+/// Why a server name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{0:?} is not usable as a TLS server name")]
+    BadName(String),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error("{0} says the service is not available (SRV target \".\")")]
+    NoService(String),
+}
+
+/// Why a `.well-known/matrix/server` lookup gave nothing usable (then SRV and 8448 are used).
+#[derive(Debug, thiserror::Error)]
+enum WellKnownError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("HTTP status {0}")]
+    Status(http::StatusCode),
+    #[error("body larger than {WELL_KNOWN_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("body is not JSON with a string m.server: {0}")]
+    BadJson(#[from] serde_json::Error),
+    #[error("m.server {0:?} is not a valid server name")]
+    BadServerName(String),
+    #[error(transparent)]
+    BadRoute(#[from] DiscoveryError),
+}
+
+#[derive(serde::Deserialize)]
+struct WellKnownBody {
+    #[serde(rename = "m.server")]
+    server: String,
+}
+
+type Slot = Arc<OnceCell<Arc<Route>>>;
+
+/// Resolves server names to routes, with a cache.
+pub struct Discovery {
+    dns: Arc<dyn Dns>,
+    metrics: Arc<Metrics>,
+    /// `.well-known` client for full-access homeservers.
+    well_known_trusted: reqwest::Client,
+    /// `.well-known` client whose resolver and redirect policy apply the guard.
+    well_known_guarded: reqwest::Client,
+    well_known_timeout: Duration,
+    /// Port of `.well-known` fetches: 443, except in tests.
+    well_known_port: u16,
+    /// Index 0: other homeservers, index 1: full-access ones.
+    cache: [Mutex<HashMap<Box<str>, Slot>>; 2],
+}
+
+impl Discovery {
+    /// A resolver over the shared outbound setup.
+    pub fn new(
+        outbound: &Outbound,
+        guard: Arc<Guard>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        // Half the request budget, so a silent `.well-known` leaves time for the SRV/8448 fallback.
+        let well_known_timeout = outbound.settings().request_timeout / 2;
+        let well_known_trusted = outbound
+            .client_builder()
+            .https_only(true)
+            .redirect(redirect_policy(None))
+            .dns_resolver(Arc::new(PlainResolver(Arc::clone(outbound.dns()))))
+            .build()?;
+        let well_known_guarded = outbound
+            .client_builder()
+            .https_only(true)
+            .redirect(redirect_policy(Some((
+                Arc::clone(&guard),
+                Arc::clone(&metrics),
+            ))))
+            .dns_resolver(Arc::new(GuardedResolver {
+                dns: Arc::clone(outbound.dns()),
+                guard,
+                metrics: Arc::clone(&metrics),
+            }))
+            .build()?;
+        Ok(Self {
+            dns: Arc::clone(outbound.dns()),
+            metrics,
+            well_known_trusted,
+            well_known_guarded,
+            well_known_timeout,
+            well_known_port: 443,
+            cache: Default::default(),
+        })
+    }
+
+    /// Test hook: fetch `.well-known` from another port than 443.
+    #[cfg(test)]
+    pub(crate) fn set_well_known_port(&mut self, port: u16) {
+        self.well_known_port = port;
+    }
+
+    /// The route to `name`, from the cache or a fresh discovery. `trusted` (full-access) lifts the guard.
+    pub async fn resolve(
+        &self,
+        name: &ServerName<'_>,
+        trusted: bool,
+    ) -> Result<Arc<Route>, DiscoveryError> {
+        let (slot, hit) = self.slot(name.as_str(), trusted, Instant::now());
+        self.metrics.discovery_cache(hit);
+        slot.get_or_try_init(|| async { self.discover(name, trusted).await.map(Arc::new) })
+            .await
+            .map(Arc::clone)
+    }
+
+    /// Forgets `route` for `name` (if it is still the cached one), so the next lookup discovers anew.
+    pub fn invalidate(&self, name: &str, trusted: bool, route: &Arc<Route>) {
+        let mut cache = lock(&self.cache[usize::from(trusted)]);
+        let cached = cache
+            .get(name)
+            .and_then(|slot| slot.get())
+            .is_some_and(|cached| Arc::ptr_eq(cached, route));
+        if cached {
+            cache.remove(name);
+        }
+    }
+
+    /// The places to connect to for `destination`, best first (steps 4 and 5 for SRV destinations).
+    pub async fn targets(&self, destination: &Destination) -> Result<Vec<Target>, DiscoveryError> {
+        let name = match destination {
+            Destination::Direct(target) => return Ok(vec![target.clone()]),
+            Destination::Srv { name } => name,
+        };
+        for service in SRV_SERVICES {
+            let query = format!("{service}.{name}");
+            match self.dns.lookup_srv(&query).await {
+                Ok(records) => return srv_targets(records, &query),
+                Err(DnsError::NotFound(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(vec![Target {
+            host: TargetHost::Name(name.clone()),
+            port: DEFAULT_FEDERATION_PORT,
+        }])
+    }
+
+    /// The cache slot for `name` and whether it already held a live route.
+    fn slot(&self, name: &str, trusted: bool, now: Instant) -> (Slot, bool) {
+        let mut cache = lock(&self.cache[usize::from(trusted)]);
+        if let Some(slot) = cache.get(name) {
+            match slot.get() {
+                Some(route) if route.expires <= now => {}
+                // A discovery still running is joined; it counts as a miss since this caller waits for it.
+                cached => return (Arc::clone(slot), cached.is_some()),
+            }
+        }
+        if cache.len() >= CACHE_CAPACITY {
+            evict(&mut cache, now);
+        }
+        let slot = Slot::default();
+        cache.insert(name.into(), Arc::clone(&slot));
+        (slot, false)
+    }
+
+    async fn discover(
+        &self,
+        name: &ServerName<'_>,
+        trusted: bool,
+    ) -> Result<Route, DiscoveryError> {
+        let host = match (name.host(), name.port()) {
+            (Host::Dns(host), None) => host,
+            // Steps 1 and 2 need no lookup.
+            _ => return direct_route(name, DEFAULT_TTL),
+        };
+        match self.well_known(host, trusted).await {
+            Ok(route) => Ok(route),
+            Err(error) => {
+                tracing::debug!(server_name = %name, %error, "no usable .well-known/matrix/server; using SRV or port 8448");
+                Route::new(
+                    host,
+                    dns_tls_name(host)?,
+                    Destination::Srv {
+                        name: host.to_owned(),
+                    },
+                    FAILURE_TTL,
+                )
+            }
+        }
+    }
+
+    /// Step 3: the route a `.well-known/matrix/server` answer delegates to.
+    async fn well_known(&self, host: &str, trusted: bool) -> Result<Route, WellKnownError> {
+        let url = match self.well_known_port {
+            443 => format!("https://{host}/.well-known/matrix/server"),
+            port => format!("https://{host}:{port}/.well-known/matrix/server"),
+        };
+        let client = if trusted {
+            &self.well_known_trusted
+        } else {
+            &self.well_known_guarded
+        };
+        let mut response = client
+            .get(url)
+            .timeout(self.well_known_timeout)
+            .send()
+            .await
+            .map_err(|e| WellKnownError::Request(error_chain(&e)))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(WellKnownError::Status(response.status()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > WELL_KNOWN_MAX_BYTES as u64)
+        {
+            return Err(WellKnownError::TooLarge);
+        }
+        let ttl = cache_ttl(response.headers(), SystemTime::now());
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| WellKnownError::Request(error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > WELL_KNOWN_MAX_BYTES {
+                return Err(WellKnownError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let delegated = serde_json::from_slice::<WellKnownBody>(&body)?.server;
+        let delegated_name = ServerName::parse(&delegated)
+            .map_err(|_| WellKnownError::BadServerName(delegated.clone()))?;
+        Ok(match (delegated_name.host(), delegated_name.port()) {
+            (Host::Dns(host), None) => Route::new(
+                host,
+                dns_tls_name(host)?,
+                Destination::Srv {
+                    name: host.to_owned(),
+                },
+                ttl,
+            )?,
+            _ => direct_route(&delegated_name, ttl)?,
+        })
+    }
+}
+
+/// The route of an IP literal or a host name with a port.
+fn direct_route(name: &ServerName<'_>, ttl: Duration) -> Result<Route, DiscoveryError> {
+    let port = name.port().unwrap_or(DEFAULT_FEDERATION_PORT);
+    let (tls_name, host) = match name.host() {
+        Host::Ip(ip) => (TlsName::IpAddress(ip.into()), TargetHost::Ip(ip)),
+        Host::Dns(host) => (dns_tls_name(host)?, TargetHost::Name(host.to_owned())),
+    };
+    Route::new(
+        name.as_str(),
+        tls_name,
+        Destination::Direct(Target { host, port }),
+        ttl,
+    )
+}
+
+fn dns_tls_name(host: &str) -> Result<TlsName<'static>, DiscoveryError> {
+    TlsName::try_from(host.to_owned()).map_err(|_| DiscoveryError::BadName(host.to_owned()))
+}
+
+/// SRV answers as targets: lowest priority first, then heaviest weight first. Deterministic rather
+/// than RFC 2782's weighted random pick: the service holds a few pooled connections per homeserver, so
+/// spreading load across equal-priority targets buys nothing.
+fn srv_targets(mut records: Vec<SrvRecord>, query: &str) -> Result<Vec<Target>, DiscoveryError> {
+    records.retain(|record| record.target != ".");
+    if records.is_empty() {
+        return Err(DiscoveryError::NoService(query.to_owned()));
+    }
+    records.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
+    Ok(records
+        .into_iter()
+        .map(|record| Target {
+            host: TargetHost::Name(record.target),
+            port: record.port,
+        })
+        .collect())
+}
+
+/// How long a `.well-known` answer may be cached, from `Cache-Control: max-age` or else `Expires`.
+fn cache_ttl(headers: &HeaderMap, now: SystemTime) -> Duration {
+    let max_age = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|directive| {
+            let (name, value) = directive.trim().split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("max-age") {
+                return None;
+            }
+            value.trim().trim_matches('"').parse::<u64>().ok()
+        })
+        .map(Duration::from_secs);
+    let expires = || {
+        let text = headers.get(EXPIRES)?.to_str().ok()?;
+        // An unparsable or past date means "already expired".
+        let at = httpdate::parse_http_date(text).unwrap_or(SystemTime::UNIX_EPOCH);
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    };
+    max_age
+        .or_else(expires)
+        .unwrap_or(DEFAULT_TTL)
+        .clamp(MIN_TTL, MAX_TTL)
+}
+
+/// Drops expired routes, then arbitrary ones if the cache is still full.
+fn evict(cache: &mut HashMap<Box<str>, Slot>, now: Instant) {
+    cache.retain(|_, slot| slot.get().is_none_or(|route| route.expires > now));
+    let excess = (cache.len() + 1).saturating_sub(CACHE_CAPACITY);
+    let victims: Vec<Box<str>> = cache.keys().take(excess).cloned().collect();
+    for victim in victims {
+        cache.remove(&victim);
+    }
+}
+
+/// Follows at most [`MAX_REDIRECTS`] redirects, HTTPS only (the client is `https_only`); with a guard,
+/// never to a refused IP literal (host names go through the guarded resolver).
+fn redirect_policy(guard: Option<(Arc<Guard>, Arc<Metrics>)>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let literal = match attempt.url().host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let (Some((guard, metrics)), Some(ip)) = (&guard, literal)
+            && let Err(refusal) = guard.check(ip)
+        {
+            metrics.outbound_refused();
+            return attempt.error(refusal);
+        }
+        attempt.follow()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::matrix::test_support::{
+        Answer, FakeDns, Seen, TestServer, bounded, outbound, settings,
+    };
+    use crate::outbound::OutboundSettings;
+
+    fn new_discovery(
+        dns: FakeDns,
+        settings: &OutboundSettings,
+    ) -> (Discovery, Arc<FakeDns>, Arc<Metrics>) {
+        let dns = Arc::new(dns);
+        let metrics = Arc::new(Metrics::new());
+        let guard = Arc::new(Guard::new(settings.allowed_ranges.clone()));
+        let discovery = Discovery::new(
+            &outbound(settings, Arc::clone(&dns)),
+            guard,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        (discovery, dns, metrics)
+    }
+
+    fn name(raw: &str) -> ServerName<'_> {
+        ServerName::parse(raw).unwrap()
+    }
+
+    fn direct(host: TargetHost, port: u16) -> Destination {
+        Destination::Direct(Target { host, port })
+    }
+
+    fn srv(name: &str) -> Destination {
+        Destination::Srv {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Asserts that `route` expires `ttl` from now, give or take the test's own run time.
+    fn assert_ttl(route: &Route, ttl: Duration) {
+        let left = route.expires().saturating_duration_since(Instant::now());
+        assert!(
+            left <= ttl && left + Duration::from_secs(30) > ttl,
+            "expires in {left:?}, wanted {ttl:?}"
+        );
+    }
+
+    /// A `.well-known` server delegating `hs.test` as `answer` says, and discovery pointed at it.
+    async fn delegating(
+        answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+        settings: &OutboundSettings,
+    ) -> (TestServer, Discovery, Arc<Metrics>) {
+        let server = TestServer::start(answer).await;
+        let (mut discovery, _, metrics) =
+            new_discovery(FakeDns::default().ip("hs.test", "127.0.0.1"), settings);
+        discovery.set_well_known_port(server.port());
+        (server, discovery, metrics)
+    }
+
+    #[tokio::test]
+    async fn ip_literals_and_explicit_ports_need_no_lookup() {
+        bounded(async {
+            let (discovery, dns, _) = new_discovery(FakeDns::default(), &settings());
+            let cases = [
+                (
+                    "1.2.3.4",
+                    direct(TargetHost::Ip("1.2.3.4".parse().unwrap()), 8448),
+                    "1.2.3.4",
+                ),
+                (
+                    "[2001:db8::1]:8000",
+                    direct(TargetHost::Ip("2001:db8::1".parse().unwrap()), 8000),
+                    "2001:db8::1",
+                ),
+                (
+                    "hs.test:8080",
+                    direct(TargetHost::Name("hs.test".into()), 8080),
+                    "hs.test",
+                ),
+            ];
+            for (raw, destination, tls_name) in cases {
+                let route = discovery.resolve(&name(raw), false).await.unwrap();
+                assert_eq!(route.destination(), &destination, "{raw}");
+                assert_eq!(
+                    route.host_header(),
+                    raw,
+                    "the Host header is the server name"
+                );
+                assert_eq!(route.tls_name().to_str(), tls_name, "{raw}");
+                assert_ttl(&route, DEFAULT_TTL);
+            }
+            assert_eq!(dns.queries(), Vec::<String>::new());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn srv_targets_come_by_priority_then_weight() {
+        bounded(async {
+            let dns = FakeDns::default().srv(
+                "_matrix-fed._tcp.hs.test",
+                &[
+                    (10, 5, 1001, "c.test"),
+                    (0, 1, 1002, "b.test"),
+                    (0, 50, 1003, "a.test"),
+                    (10, 60, 1004, "d.test"),
+                ],
+            );
+            let (discovery, dns, _) = new_discovery(dns, &settings());
+            let targets = discovery.targets(&srv("hs.test")).await.unwrap();
+            let order: Vec<(TargetHost, u16)> =
+                targets.into_iter().map(|t| (t.host, t.port)).collect();
+            let expected = [
+                ("a.test", 1003),
+                ("b.test", 1002),
+                ("d.test", 1004),
+                ("c.test", 1001),
+            ]
+            .map(|(host, port)| (TargetHost::Name(host.into()), port));
+            assert_eq!(order, expected);
+            assert_eq!(
+                dns.queries(),
+                ["SRV _matrix-fed._tcp.hs.test"],
+                "no deprecated lookup"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_deprecated_srv_service_is_asked_only_when_the_current_one_has_none() {
+        bounded(async {
+            let dns = FakeDns::default().srv("_matrix._tcp.hs.test", &[(0, 0, 4443, "old.test")]);
+            let (discovery, dns, _) = new_discovery(dns, &settings());
+            let targets = discovery.targets(&srv("hs.test")).await.unwrap();
+            assert_eq!(
+                targets,
+                [Target {
+                    host: TargetHost::Name("old.test".into()),
+                    port: 4443
+                }]
+            );
+            assert_eq!(
+                dns.queries(),
+                ["SRV _matrix-fed._tcp.hs.test", "SRV _matrix._tcp.hs.test"]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn without_srv_records_the_name_itself_at_8448_is_the_target() {
+        bounded(async {
+            let (discovery, _, _) = new_discovery(FakeDns::default(), &settings());
+            let targets = discovery.targets(&srv("hs.test")).await.unwrap();
+            assert_eq!(
+                targets,
+                [Target {
+                    host: TargetHost::Name("hs.test".into()),
+                    port: DEFAULT_FEDERATION_PORT
+                }]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_empty_srv_service_is_an_error_not_a_fallback() {
+        bounded(async {
+            let dns = FakeDns::default().srv_error("_matrix-fed._tcp.hs.test");
+            let (discovery, dns, _) = new_discovery(dns, &settings());
+            let error = discovery.targets(&srv("hs.test")).await.unwrap_err();
+            assert!(
+                matches!(error, DiscoveryError::Dns(DnsError::Failed { .. })),
+                "{error}"
+            );
+            assert_eq!(dns.queries(), ["SRV _matrix-fed._tcp.hs.test"]);
+
+            let dns = FakeDns::default().srv("_matrix-fed._tcp.hs.test", &[(0, 0, 0, ".")]);
+            let (discovery, _, _) = new_discovery(dns, &settings());
+            let error = discovery.targets(&srv("hs.test")).await.unwrap_err();
+            assert!(matches!(error, DiscoveryError::NoService(_)), "{error}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn well_known_delegates_host_header_and_tls_name_for_its_cache_time() {
+        bounded(async {
+            let (server, discovery, _) = delegating(
+                |_| {
+                    Answer::json(
+                        StatusCode::OK,
+                        r#"{"m.server":"delegated.test:8449","other":1}"#,
+                    )
+                    .header("cache-control", "public, max-age=3600")
+                },
+                &settings(),
+            )
+            .await;
+            let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+            assert_eq!(
+                route.destination(),
+                &direct(TargetHost::Name("delegated.test".into()), 8449)
+            );
+            assert_eq!(route.host_header(), "delegated.test:8449");
+            assert_eq!(route.tls_name().to_str(), "delegated.test");
+            assert_ttl(&route, Duration::from_secs(3600));
+            let seen = server.seen();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].path_and_query, "/.well-known/matrix/server");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_delegated_name_without_port_goes_through_srv_and_a_delegated_ip_to_8448() {
+        bounded(async {
+            let (_server, discovery, _) = delegating(
+                |_| Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test"}"#),
+                &settings(),
+            )
+            .await;
+            let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+            assert_eq!(route.destination(), &srv("delegated.test"));
+            assert_eq!(route.host_header(), "delegated.test");
+            assert_eq!(route.tls_name().to_str(), "delegated.test");
+            assert_ttl(&route, DEFAULT_TTL);
+
+            let (_server, discovery, _) = delegating(
+                |_| Answer::json(StatusCode::OK, r#"{"m.server":"[2001:db8::7]"}"#),
+                &settings(),
+            )
+            .await;
+            let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+            let ip = "2001:db8::7".parse().unwrap();
+            assert_eq!(route.destination(), &direct(TargetHost::Ip(ip), 8448));
+            assert_eq!(route.host_header(), "[2001:db8::7]");
+            assert_eq!(route.tls_name(), &TlsName::IpAddress(ip.into()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unusable_well_known_falls_back_to_srv_for_ten_minutes() {
+        bounded(async {
+            let big = format!(
+                r#"{{"m.server":"delegated.test","pad":"{}"}}"#,
+                "x".repeat(WELL_KNOWN_MAX_BYTES)
+            );
+            let answers: Vec<(&str, StatusCode, String)> = vec![
+                (
+                    "404",
+                    StatusCode::NOT_FOUND,
+                    r#"{"m.server":"delegated.test"}"#.into(),
+                ),
+                ("500", StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                ("not JSON", StatusCode::OK, "<html>".into()),
+                (
+                    "no m.server",
+                    StatusCode::OK,
+                    r#"{"server":"delegated.test"}"#.into(),
+                ),
+                (
+                    "m.server not a string",
+                    StatusCode::OK,
+                    r#"{"m.server":8448}"#.into(),
+                ),
+                (
+                    "invalid m.server",
+                    StatusCode::OK,
+                    r#"{"m.server":"bad name"}"#.into(),
+                ),
+                ("too large", StatusCode::OK, big),
+            ];
+            for (case, status, body) in answers {
+                let (server, discovery, _) =
+                    delegating(move |_| Answer::json(status, body.clone()), &settings()).await;
+                let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+                assert_eq!(route.destination(), &srv("hs.test"), "{case}");
+                assert_eq!(route.host_header(), "hs.test", "{case}");
+                assert_eq!(route.tls_name().to_str(), "hs.test", "{case}");
+                assert_ttl(&route, FAILURE_TTL);
+                assert_eq!(server.seen().len(), 1, "{case}: the well-known was asked");
+            }
+        })
+        .await;
+    }
+
+    #[test]
+    fn cache_time_comes_from_max_age_then_expires_within_bounds() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let in_an_hour = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+        let an_hour_ago = httpdate::fmt_http_date(now - Duration::from_secs(3600));
+        let cases: [(&[(&str, &str)], Duration); 9] = [
+            (&[], DEFAULT_TTL),
+            (
+                &[("cache-control", "max-age=3600")],
+                Duration::from_secs(3600),
+            ),
+            (
+                &[("cache-control", "public, Max-Age = 7200 ")],
+                Duration::from_secs(7200),
+            ),
+            (&[("cache-control", "max-age=0")], MIN_TTL),
+            (&[("cache-control", "max-age=99999999")], MAX_TTL),
+            (
+                &[("expires", in_an_hour.as_str())],
+                Duration::from_secs(3600),
+            ),
+            (&[("expires", an_hour_ago.as_str())], MIN_TTL),
+            (&[("expires", "not a date")], MIN_TTL),
+            (
+                &[
+                    ("cache-control", "max-age=7200"),
+                    ("expires", in_an_hour.as_str()),
+                ],
+                Duration::from_secs(7200),
+            ),
+        ];
+        for (headers, ttl) in cases {
+            let mut map = HeaderMap::new();
+            for (name, value) in headers {
+                map.append(*name, HeaderValue::from_str(value).unwrap());
+            }
+            assert_eq!(cache_ttl(&map, now), ttl, "{headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_lookup_is_a_cache_hit_until_the_route_expires() {
+        bounded(async {
+            let (server, discovery, metrics) =
+                delegating(|_| Answer::json(StatusCode::NOT_FOUND, ""), &settings()).await;
+            let first = discovery.resolve(&name("hs.test"), true).await.unwrap();
+            let second = discovery.resolve(&name("hs.test"), true).await.unwrap();
+            assert!(Arc::ptr_eq(&first, &second));
+            assert_eq!(server.seen().len(), 1, "one .well-known fetch");
+            let text = metrics.encode();
+            assert!(
+                text.contains(r#"matrixrtc_auth_discovery_cache_total{result="hit"} 1"#),
+                "{text}"
+            );
+            assert!(
+                text.contains(r#"matrixrtc_auth_discovery_cache_total{result="miss"} 1"#),
+                "{text}"
+            );
+
+            // The failure route lives ten minutes; trust levels are cached apart.
+            let later = |minutes: u64| Instant::now() + Duration::from_secs(60 * minutes);
+            assert!(
+                discovery.slot("hs.test", true, later(9)).1,
+                "still cached after 9 min"
+            );
+            assert!(
+                !discovery.slot("hs.test", false, later(9)).1,
+                "other trust level"
+            );
+            assert!(
+                !discovery.slot("hs.test", true, later(11)).1,
+                "expired after 11 min"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_share_one_discovery() {
+        bounded(async {
+            let (server, discovery, _) = delegating(
+                |_| Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test:1"}"#),
+                &settings(),
+            )
+            .await;
+            let hs = name("hs.test");
+            let routes =
+                futures::future::join_all((0..8).map(|_| discovery.resolve(&hs, true))).await;
+            let first = routes[0].as_ref().unwrap();
+            assert!(
+                routes
+                    .iter()
+                    .all(|r| Arc::ptr_eq(r.as_ref().unwrap(), first))
+            );
+            assert_eq!(server.seen().len(), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn invalidate_drops_only_the_route_it_was_given() {
+        bounded(async {
+            let (server, discovery, _) =
+                delegating(|_| Answer::json(StatusCode::NOT_FOUND, ""), &settings()).await;
+            let hs = name("hs.test");
+            let stale = discovery.resolve(&hs, true).await.unwrap();
+            discovery.invalidate("hs.test", true, &stale);
+            let fresh = discovery.resolve(&hs, true).await.unwrap();
+            assert!(!Arc::ptr_eq(&stale, &fresh));
+            assert_eq!(server.seen().len(), 2, "discovered again");
+            // A late invalidation with the stale route must not drop the fresh one.
+            discovery.invalidate("hs.test", true, &stale);
+            assert!(Arc::ptr_eq(
+                &fresh,
+                &discovery.resolve(&hs, true).await.unwrap()
+            ));
+            assert_eq!(server.seen().len(), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_an_untrusted_well_known_on_a_private_address() {
+        bounded(async {
+            let answer =
+                |_: &Seen| Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test:1"}"#);
+            let (server, discovery, metrics) = delegating(answer, &settings()).await;
+            let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
+            assert_eq!(
+                route.destination(),
+                &srv("hs.test"),
+                "refused, so no delegation"
+            );
+            assert_eq!(server.connections(), 0, "nothing connected to 127.0.0.1");
+            assert!(
+                metrics
+                    .encode()
+                    .contains("matrixrtc_auth_outbound_refused_total 1")
+            );
+
+            let allowing = OutboundSettings {
+                allowed_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+                ..settings()
+            };
+            let (server, discovery, _) = delegating(answer, &allowing).await;
+            let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
+            assert_eq!(route.host_header(), "delegated.test:1");
+            assert_eq!(server.seen().len(), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_but_never_to_a_refused_address() {
+        bounded(async {
+            let allowing = OutboundSettings {
+                allowed_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+                ..settings()
+            };
+            // hs.test redirects to an IP literal; the literal answers.
+            let redirecting_to = |target: &'static str| {
+                move |seen: &Seen| {
+                    let host = seen.host.clone().unwrap_or_default();
+                    if host.starts_with("hs.test") {
+                        let port = host.rsplit(':').next().unwrap_or_default().to_owned();
+                        Answer::json(StatusCode::FOUND, "").header(
+                            "location",
+                            format!("https://{target}:{port}/.well-known/matrix/server"),
+                        )
+                    } else {
+                        Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test:1"}"#)
+                    }
+                }
+            };
+            let (server, discovery, _) = delegating(redirecting_to("127.0.0.1"), &allowing).await;
+            let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
+            assert_eq!(route.host_header(), "delegated.test:1", "redirect followed");
+            assert_eq!(server.seen().len(), 2);
+
+            let (server, discovery, metrics) = delegating(redirecting_to("[::1]"), &allowing).await;
+            let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
+            assert_eq!(route.destination(), &srv("hs.test"), "redirect refused");
+            assert_eq!(server.seen().len(), 1);
+            assert!(
+                metrics
+                    .encode()
+                    .contains("matrixrtc_auth_outbound_refused_total 1")
+            );
+
+            // A redirect loop is given up after a few hops.
+            let looping = |seen: &Seen| {
+                Answer::json(StatusCode::FOUND, "").header(
+                    "location",
+                    format!("https://hs.test:{}/.well-known/matrix/server", seen.port),
+                )
+            };
+            let (server, discovery, _) = delegating(looping, &allowing).await;
+            let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
+            assert_eq!(route.destination(), &srv("hs.test"));
+            assert_eq!(server.seen().len(), MAX_REDIRECTS + 1);
+        })
+        .await;
+    }
+}

@@ -1,0 +1,93 @@
+//! A real `redis-server` (Debian's package; `scripts/test.sh` installs it) on a free loopback port with
+//! its own temporary directory and no persistence, killed when dropped. Tests that need it skip, loudly,
+//! only when the binary is not installed.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio::process::{Child, Command};
+
+use super::TempDir;
+use super::service::free_port;
+
+const BINARY: &str = "redis-server";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running redis-server.
+pub struct RedisServer {
+    port: u16,
+    _child: Child,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts one, or returns None after printing a loud SKIP line when redis-server is not installed.
+    pub async fn start_or_skip(test: &str) -> Option<Self> {
+        let dir = TempDir::new("redis");
+        let port = free_port();
+        let spawned = Command::new(BINARY)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED {test}: `{BINARY}` is not installed (apt-get install redis-server) !!!!!!!!\n"
+                );
+                return None;
+            }
+            Err(error) => panic!("could not start {BINARY}: {error}"),
+        };
+        let server = Self {
+            port,
+            _child: child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(mut connection) = server.try_connect().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut connection).await;
+                if pong.is_ok() {
+                    return Some(server);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{BINARY} did not answer PING within {STARTUP_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn try_connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    /// A connection for the test's own reads and writes.
+    pub async fn connect(&self) -> MultiplexedConnection {
+        self.try_connect().await.expect("connect to redis-server")
+    }
+}

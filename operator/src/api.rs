@@ -1,0 +1,664 @@
+//! The `MatrixRTCTransport` API (group `matrixrtc.dev`, version `v1alpha1`).
+//!
+//! One custom resource describes one MatrixRTC transport: a LiveKit SFU (run by the operator, or an
+//! external one) plus the authorisation service that hands out LiveKit tokens to Matrix users.
+//!
+//! Shape decisions:
+//! - Modes that exclude each other are externally tagged enums (`livekit: {managed: {...}}` or
+//!   `livekit: {external: {...}}`), so the schema itself rejects a half-managed, half-external spec.
+//! - Whatever the API server can check cheaply is a CEL rule (`x-kubernetes-validations`); the same
+//!   rules, and the ones CEL cannot express, live in [`crate::validate`], which is what the controller
+//!   trusts.
+//! - Kubernetes pod knobs (affinity, tolerations, env, resources) are typed in Rust but carry a loose
+//!   schema: the API server validates them again when the operator applies the Deployment, and their
+//!   full 1.33 schemas would bloat the CRD and advertise fields a 1.28 cluster does not know.
+//! - Defaults that depend on the operator's command line (images) are `Option`s resolved at build
+//!   time; static defaults are in the schema.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "matrixrtc.dev";
+/// The only served and stored version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Condition types the operator maintains in `status.conditions`.
+pub mod condition {
+    /// Every component is rolled out and ready; the transport serves calls.
+    pub const READY: &str = "Ready";
+    /// A rollout is under way (generation not yet observed, or replicas not yet updated).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The spec is invalid, an apply failed, or a component is unavailable.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// A MatrixRTC transport: LiveKit (managed or external) plus the authorisation service that issues
+/// LiveKit tokens to Matrix users of the listed homeservers (MSC4195).
+// Each `printcolumn(...)` repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "matrixrtc.dev",
+    version = "v1alpha1",
+    kind = "MatrixRTCTransport",
+    plural = "matrixrtctransports",
+    singular = "matrixrtctransport",
+    shortname = "mrtc",
+    namespaced,
+    status = "MatrixRTCTransportStatus",
+    derive = "PartialEq",
+    doc = "A MatrixRTC transport: LiveKit plus the MatrixRTC authorisation service",
+    printcolumn(name = "Host", type_ = "string", json_path = ".spec.host"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.livekit.external) || has(self.credentials)")
+        .message("an external LiveKit needs credentials.secretName: the operator cannot generate keys for a server it does not run")
+        .field_path(".credentials"),
+    validation = Rule::new("!has(self.livekit.external) || !has(self.auth.placement) || self.auth.placement != 'Sidecar'")
+        .message("auth.placement Sidecar needs a managed LiveKit")
+        .field_path(".auth.placement"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MatrixRTCTransportSpec {
+    /// Matrix server name of the homeserver this transport serves (e.g. `example.com`).
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: String,
+    /// Public DNS name for the SFU websocket and the authorisation service (e.g. `rtc.example.com`);
+    /// clients are pointed at `https://<host>`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Which homeservers' users get full access.
+    #[serde(default)]
+    pub homeservers: Homeservers,
+    /// The SFU: managed by the operator (default) or external.
+    #[serde(default)]
+    pub livekit: LiveKitSpec,
+    /// The authorisation service.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// An existing Secret holding the LiveKit API key and secret. Unset: the operator generates a key
+    /// and a 32-byte random secret once into the Secret `<name>-credentials` and never rotates them
+    /// by itself. Required for an external LiveKit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSecretRef>,
+    /// The Ingress that publishes `host`.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+}
+
+/// Homeserver allowlists.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Homeservers {
+    /// Server names whose users may create rooms on the SFU and delegate delayed leave events.
+    /// Unset means `[serverName]`. `"*"` (everyone) is allowed only as the sole entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new("!('*' in self) || size(self) == 1")
+        .message("'*' must be the only entry of fullAccess"))]
+    pub full_access: Option<Vec<String>>,
+}
+
+/// Where LiveKit comes from. Exactly one of `managed` or `external`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LiveKitSpec {
+    /// The operator runs LiveKit.
+    Managed(Box<ManagedLiveKit>),
+    /// LiveKit runs elsewhere; the operator runs only the authorisation service.
+    External(ExternalLiveKit),
+}
+
+impl Default for LiveKitSpec {
+    fn default() -> Self {
+        LiveKitSpec::Managed(Box::default())
+    }
+}
+
+/// A LiveKit server the operator deploys.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.redis)")
+    .message("livekit.managed.redis is required when replicas > 1: LiveKit nodes share room state through Redis")
+    .field_path(".redis"))]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedLiveKit {
+    /// Container image; defaults to the operator's LiveKit image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of LiveKit pods. More than one needs `redis`.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container resources; defaults to requests cpu 100m / memory 150Mi and a 4Gi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: Option<ResourceRequirements>,
+    /// Pod placement.
+    #[serde(default)]
+    pub scheduling: Scheduling,
+    /// How media (ICE) ports are exposed and which IP LiveKit advertises.
+    #[serde(default)]
+    pub media: MediaSpec,
+    /// Embedded TURN server (for clients behind restrictive firewalls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<TurnSpec>,
+    /// Redis shared by LiveKit nodes; required when `replicas > 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<LiveKitRedis>,
+    /// Free-form LiveKit configuration (YAML object) merged under the operator's: keys the operator
+    /// sets (ports, `room.auto_create: false`, `key_file`, `webhook`, `redis`, `rtc` IP settings,
+    /// `turn`) always win. `keys` and `redis.password` are rejected: secrets do not belong in a CR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object_schema")]
+    pub config: Option<serde_json::Value>,
+}
+
+impl Default for ManagedLiveKit {
+    fn default() -> Self {
+        Self {
+            image: None,
+            replicas: 1,
+            resources: None,
+            scheduling: Scheduling::default(),
+            media: MediaSpec::default(),
+            turn: None,
+            redis: None,
+            config: None,
+        }
+    }
+}
+
+/// A LiveKit server the operator does not run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalLiveKit {
+    /// WebSocket URL of the server (`wss://...`), handed to clients and used for its API.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('wss://') || self.startsWith('ws://')")
+        .message("url must start with wss:// (or ws://)"))]
+    pub url: String,
+}
+
+/// Pod scheduling knobs, passed through to the pod spec.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_list_schema")]
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object_schema")]
+    pub affinity: Option<Affinity>,
+    /// Topology spread constraints. A constraint without `labelSelector` gets the component's pod
+    /// labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "object_list_schema")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Media (ICE) networking of the managed LiveKit.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!self.hostNetwork || (!has(self.tcp.exposure) && (has(self.udp.mux) ? !has(self.udp.mux.exposure) : !has(self.udp.range.exposure)))")
+        .message("with hostNetwork every port is bound on the node: leave the per-port exposure unset"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSpec {
+    /// Run LiveKit in the node's network namespace: every port (media, signalling 7880, metrics 6789)
+    /// is bound on the node, no media Service is created and only one LiveKit pod fits per node.
+    #[serde(default)]
+    pub host_network: bool,
+    /// ICE over TCP (fallback for clients whose UDP is blocked).
+    #[serde(default = "default_tcp")]
+    pub tcp: MediaPort,
+    /// ICE over UDP: one muxed port (default) or a port range.
+    #[serde(default)]
+    pub udp: UdpSpec,
+    /// Which IP LiveKit advertises in its ICE candidates.
+    #[serde(default)]
+    pub advertised_ip: AdvertisedIp,
+    /// Settings of the media Services (NodePort and LoadBalancer exposure).
+    #[serde(default)]
+    pub service: MediaServiceSpec,
+}
+
+impl Default for MediaSpec {
+    fn default() -> Self {
+        Self {
+            host_network: false,
+            tcp: default_tcp(),
+            udp: UdpSpec::default(),
+            advertised_ip: AdvertisedIp::default(),
+            service: MediaServiceSpec::default(),
+        }
+    }
+}
+
+/// One media port. Services expose it with `port == targetPort` (LiveKit advertises the port it
+/// listens on); a NodePort Service also uses it as the node port, so it must lie in the cluster's
+/// node port range (30000-32767 by default).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPort {
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// How the port is reachable. Default `NodePort`; must be unset with `hostNetwork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// ICE over UDP. Exactly one of `mux` or `range`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum UdpSpec {
+    /// One UDP port shared by all peers (LiveKit `rtc.udp_port`).
+    Mux(MediaPort),
+    /// A port range (LiveKit `rtc.port_range_start/end`), exposed by Services of at most 250 ports.
+    Range(UdpPortRange),
+}
+
+impl Default for UdpSpec {
+    fn default() -> Self {
+        UdpSpec::Mux(MediaPort {
+            port: 30002,
+            exposure: None,
+        })
+    }
+}
+
+/// An inclusive UDP port range.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.start <= self.end").message("range start must not exceed end"),
+    validation = Rule::new("self.end - self.start < 5000").message("a UDP range may hold at most 5000 ports"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UdpPortRange {
+    #[schemars(range(min = 1, max = 65535))]
+    pub start: i32,
+    #[schemars(range(min = 1, max = 65535))]
+    pub end: i32,
+    /// How the ports are reachable. Default `NodePort`; must be unset with `hostNetwork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// How one media port reaches the outside world.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum Exposure {
+    /// A NodePort Service with `nodePort == port` on every node.
+    NodePort,
+    /// A LoadBalancer Service; all single ports with this exposure share one Service (one IP).
+    LoadBalancer,
+    /// A `hostPort` on the node running the pod; no Service.
+    HostPort,
+}
+
+/// Source of the IP that LiveKit advertises in ICE candidates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.source == 'Manual' ? has(self.address) : !has(self.address)")
+    .message("address is required with source Manual and not allowed otherwise")
+    .field_path(".address"))]
+#[serde(rename_all = "camelCase")]
+pub struct AdvertisedIp {
+    #[serde(default)]
+    pub source: IpSource,
+    /// The IP to advertise (IPv4 or IPv6), only with `source: Manual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45))]
+    pub address: Option<String>,
+}
+
+/// Where the advertised IP comes from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum IpSource {
+    /// LiveKit discovers its public IP over STUN (`rtc.use_external_ip`).
+    #[default]
+    #[serde(rename = "STUN")]
+    Stun,
+    /// The IP of the node running the pod (downward API `status.hostIP`).
+    #[serde(rename = "HostIP")]
+    HostIp,
+    /// The pod's IP (downward API `status.podIP`), for routable pod networks.
+    #[serde(rename = "PodIP")]
+    PodIp,
+    /// A fixed address, e.g. a LoadBalancer's IP.
+    Manual,
+}
+
+/// Options of the media Services.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaServiceSpec {
+    /// Annotations on every media Service (e.g. for MetalLB or a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `externalTrafficPolicy` of NodePort and LoadBalancer Services (default `Cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// `loadBalancerClass` of LoadBalancer Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+}
+
+/// Service `externalTrafficPolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    /// Any node forwards to a LiveKit pod (source IP is rewritten).
+    Cluster,
+    /// Only nodes running a LiveKit pod answer; keeps the client's source IP.
+    Local,
+}
+
+/// LiveKit's embedded TURN server. At least one of `udp` or `tls`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.udp) || has(self.tls)").message("turn needs udp, tls or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct TurnSpec {
+    /// DNS name clients use for TURN (must match the TLS certificate).
+    #[schemars(length(min = 1, max = 253))]
+    pub domain: String,
+    /// TURN over UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<MediaPort>,
+    /// TURN over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TurnTls>,
+}
+
+/// TURN over TLS. LiveKit advertises TURN/TLS on port 443 whatever it listens on, so `port` should
+/// be 443 as seen by clients. The container listens on 5349 (on `port` itself with `hostNetwork`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnTls {
+    /// Public port (Service port, node port or host port).
+    #[serde(default = "default_turn_tls_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Default `NodePort`; must be unset with `hostNetwork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    /// A `kubernetes.io/tls` Secret with the certificate for `domain`. Unset: TLS is terminated in
+    /// front of LiveKit (LiveKit `turn.external_tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+/// Redis used by LiveKit nodes to share state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveKitRedis {
+    /// `host:port`.
+    #[schemars(length(min = 1, max = 512))]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 255))]
+    pub db: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Secret key holding the password (passed to LiveKit as `REDIS_PASSWORD`, never in the ConfigMap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub use_tls: bool,
+}
+
+/// One key of a Secret in the transport's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The authorisation service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || has(self.redis)")
+        .message("auth.redis is required when auth.replicas > 1: delegated leave jobs are shared through Redis")
+        .field_path(".redis"),
+    validation = Rule::new("!has(self.placement) || self.placement != 'Sidecar' || (!has(self.replicas) && !has(self.scheduling))")
+        .message("with placement Sidecar the service runs in the LiveKit pods: replicas and scheduling come from livekit.managed"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Container image; defaults to the operator's authorisation service image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Where the service runs (default `Deployment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Number of pods with placement `Deployment` (default 1). More than one needs `redis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// Container resources; defaults to requests cpu 50m / memory 50Mi and a 200Mi memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: Option<ResourceRequirements>,
+    /// Pod placement with placement `Deployment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<Scheduling>,
+    /// Client-server API base URL per server name (e.g. `example.com: http://synapse.matrix.svc:8008`),
+    /// skipping `.well-known` discovery for those homeservers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cs_api_url_overrides: BTreeMap<String, String>,
+    /// Redis for delegated leave jobs; required when `replicas > 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<AuthRedis>,
+    /// Extra environment (e.g. `LIVEKIT_LOG_LEVEL`). Variables the operator sets (URL, credentials,
+    /// allowlist, bind address, CS API overrides, Redis) are rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "env_list_schema")]
+    pub extra_env: Vec<EnvVar>,
+}
+
+/// Where the authorisation service runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Placement {
+    /// Its own Deployment and Service.
+    #[default]
+    Deployment,
+    /// A container in each LiveKit pod (managed LiveKit only).
+    Sidecar,
+}
+
+/// Redis URL of the authorisation service. Exactly one of `url` or `urlSecret`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthRedis {
+    /// `redis://host:port/db` without a password.
+    Url(String),
+    /// A Secret key holding the URL (use this when it carries a password).
+    UrlSecret(SecretKeyRef),
+}
+
+/// An existing Secret with the LiveKit API key and secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key of the API key in the Secret.
+    #[serde(default = "default_api_key_field")]
+    pub api_key_field: String,
+    /// Key of the API secret (at least 32 characters) in the Secret.
+    #[serde(default = "default_api_secret_field")]
+    pub api_secret_field: String,
+}
+
+/// The Ingress for `host`: `/sfu/get`, `/get_token`, `/delegate_delayed_leave` (and `/sfu_webhook`
+/// for an external LiveKit) to the authorisation service, `/` to LiveKit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// TLS Secret for `host`; unset means no `tls` section (TLS terminated elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            class_name: None,
+            annotations: BTreeMap::new(),
+            tls_secret_name: None,
+        }
+    }
+}
+
+/// Observed state, written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MatrixRTCTransportStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Ready LiveKit pods (managed LiveKit only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livekit_ready_replicas: Option<i32>,
+    /// Ready authorisation service pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_ready_replicas: Option<i32>,
+    /// `https://<host>`: what clients use as `livekit_service_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livekit_service_url: Option<String>,
+    /// JSON to merge into `/.well-known/matrix/client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub well_known_client: Option<String>,
+    /// YAML for Synapse's `matrix_rtc` section (`transports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synapse_config: Option<String>,
+}
+
+fn default_one() -> i32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_tcp() -> MediaPort {
+    MediaPort {
+        port: 30001,
+        exposure: None,
+    }
+}
+
+fn default_turn_tls_port() -> i32 {
+    443
+}
+
+fn default_api_key_field() -> String {
+    "api-key".to_owned()
+}
+
+fn default_api_secret_field() -> String {
+    "api-secret".to_owned()
+}
+
+/// Any object; the API server keeps unknown fields.
+fn free_form_object_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// A list of objects whose fields the API server checks when the operator applies the pod spec.
+fn object_list_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
+}
+
+/// Container environment entries: `name` is checked here, the rest when the pod spec is applied.
+fn env_list_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 128,
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "minLength": 1}},
+            "x-kubernetes-preserve-unknown-fields": true,
+        },
+    })
+}
+
+/// `limits` and `requests` maps of quantities (`claims` is left out: dynamic resource allocation is
+/// not something the transport uses).
+fn resources_schema(_: &mut SchemaGenerator) -> Schema {
+    let quantities = serde_json::json!({
+        "type": "object",
+        "additionalProperties": {"x-kubernetes-int-or-string": true},
+    });
+    json_schema!({
+        "type": "object",
+        "properties": {"limits": quantities, "requests": quantities},
+    })
+}
+
+/// The standard `metav1.Condition` list, a map keyed by `type`.
+fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "message": {"type": "string", "maxLength": 32768},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "reason": {"type": "string", "maxLength": 1024, "minLength": 1},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "type": {"type": "string", "maxLength": 316},
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod cel_tests;

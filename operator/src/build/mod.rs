@@ -1,0 +1,307 @@
+//! Desired state: pure functions from a validated spec to the objects the operator applies.
+//!
+//! [`build`] returns every child in apply order (ServiceAccounts, Secrets, ConfigMaps, Services,
+//! Deployments, Ingress), so mounted Secrets and ConfigMaps exist before the pods that need them.
+//! One module per kind; `pod` holds the hardening shared by both workloads.
+
+pub mod auth;
+#[cfg(test)]
+pub(crate) mod compat;
+pub mod credentials;
+pub mod discovery;
+pub mod ingress;
+pub mod labels;
+pub mod livekit;
+pub mod livekit_config;
+pub mod names;
+mod pod;
+pub mod secret;
+pub mod service_account;
+pub mod services;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::ObjectMeta;
+
+use crate::defaults::OperatorDefaults;
+use crate::validate::{LiveKitPlan, Validated};
+use credentials::{ApiCredentials, CredentialsSource};
+use labels::Component;
+
+pub use pod::HASH_ANNOTATION;
+
+/// One object the operator owns. The set of kinds is closed so that pruning knows what to list.
+// A handful of children are built per reconcile; boxing the large variants would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Child {
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    ServiceAccount(ServiceAccount),
+    Service(Service),
+    Deployment(Deployment),
+    Ingress(Ingress),
+}
+
+impl Child {
+    /// `metadata.name` (always set by the builders).
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// The object's kind, as in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Child::Secret(_) => "Secret",
+            Child::ConfigMap(_) => "ConfigMap",
+            Child::ServiceAccount(_) => "ServiceAccount",
+            Child::Service(_) => "Service",
+            Child::Deployment(_) => "Deployment",
+            Child::Ingress(_) => "Ingress",
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Child::Secret(o) => &o.metadata,
+            Child::ConfigMap(o) => &o.metadata,
+            Child::ServiceAccount(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+            Child::Ingress(o) => &o.metadata,
+        }
+    }
+}
+
+/// Every desired child, in the order they must be applied (Secrets and ConfigMaps before workloads).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Children(pub Vec<Child>);
+
+impl Children {
+    pub fn iter(&self) -> std::slice::Iter<'_, Child> {
+        self.0.iter()
+    }
+
+    /// The child of `kind` named `name`, if built.
+    pub fn get(&self, kind: &str, name: &str) -> Option<&Child> {
+        self.0.iter().find(|c| c.kind() == kind && c.name() == name)
+    }
+}
+
+/// What the builders need besides the validated spec.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildInput<'a> {
+    pub defaults: &'a OperatorDefaults,
+    /// Read from `Validated::credentials_source()` (or generated) by the controller.
+    pub credentials: &'a ApiCredentials,
+}
+
+/// A child could not be built. Nothing is applied when this happens.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot render the LiveKit config: {0}")]
+    LiveKitConfig(#[from] serde_yaml::Error),
+    #[error("cannot hash pod inputs: {0}")]
+    Hash(#[from] serde_json::Error),
+}
+
+/// Every child of the transport, in apply order.
+pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildError> {
+    let mut children = Vec::new();
+
+    children.extend(
+        service_account::build(v)
+            .into_iter()
+            .map(Child::ServiceAccount),
+    );
+
+    if let CredentialsSource::Generated { .. } = v.credentials_source() {
+        children.push(Child::Secret(secret::generated_credentials(
+            v,
+            input.credentials,
+        )));
+    }
+    let keys = secret::keys(v, input.credentials)?;
+    let keys_json = serde_json::to_value(&keys.data)?;
+    let keys_hash = pod::content_hash(std::slice::from_ref(&keys_json));
+
+    let livekit_parts = match v.livekit() {
+        LiveKitPlan::Managed(plan) => {
+            let config = livekit_config::config_map(v, plan, input.credentials.api_key())?;
+            let hash = pod::content_hash(&[serde_json::to_value(&config.data)?, keys_json.clone()]);
+            Some((plan, config, hash))
+        }
+        LiveKitPlan::External { .. } => None,
+    };
+    children.push(Child::Secret(keys));
+    if let Some((_, config, _)) = &livekit_parts {
+        children.push(Child::ConfigMap(config.clone()));
+    }
+
+    children.extend(services::build(v).into_iter().map(Child::Service));
+
+    if let Some((plan, _, hash)) = &livekit_parts {
+        children.push(Child::Deployment(livekit::deployment(
+            v,
+            plan,
+            input.defaults,
+            hash,
+        )));
+    }
+    if let Some(deployment) = auth::deployment(v, input.defaults, &keys_hash) {
+        children.push(Child::Deployment(deployment));
+    }
+
+    if let Some(ingress) = ingress::build(v) {
+        children.push(Child::Ingress(ingress));
+    }
+    Ok(Children(children))
+}
+
+/// Metadata every child carries: name, namespace, labels and the controller owner reference.
+fn object_meta(v: &Validated, name: String, component: Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(v.namespace().to_owned()),
+        labels: Some(labels::object(v.name(), component)),
+        owner_references: Some(vec![v.owner_reference()]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::{build_with, children, validated};
+
+    const FIXTURES: [&str; 5] = [
+        "",
+        "auth: {placement: Sidecar}",
+        "livekit: {external: {url: 'wss://sfu.example.net'}}\ncredentials: {secretName: lk}",
+        "livekit: {managed: {media: {udp: {range: {start: 31000, end: 31600, exposure: LoadBalancer}}}}}",
+        "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 30004}, tls: {port: 30003, secretName: c}}}}",
+    ];
+
+    fn rank(child: &Child) -> usize {
+        match child {
+            Child::ServiceAccount(_) => 0,
+            Child::Secret(_) => 1,
+            Child::ConfigMap(_) => 2,
+            Child::Service(_) => 3,
+            Child::Deployment(_) => 4,
+            Child::Ingress(_) => 5,
+        }
+    }
+
+    fn pod_hash(children: &Children, name: &str) -> String {
+        let Some(Child::Deployment(d)) = children.get("Deployment", name) else {
+            panic!("no Deployment {name}");
+        };
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .map(|a| a[HASH_ANNOTATION].clone())
+            .expect("hash annotation")
+    }
+
+    #[test]
+    fn every_child_is_owned_labelled_namespaced_and_in_apply_order() {
+        for fixture in FIXTURES {
+            let v = validated(fixture);
+            let built = children(fixture);
+            assert!(!built.0.is_empty());
+            let ranks: Vec<usize> = built.iter().map(rank).collect();
+            assert!(
+                ranks.windows(2).all(|w| w[0] <= w[1]),
+                "{fixture}: order {ranks:?}"
+            );
+            for child in built.iter() {
+                let meta = child.metadata();
+                let what = format!("{fixture}: {} {}", child.kind(), child.name());
+                assert_eq!(meta.namespace.as_deref(), Some("rtc"), "{what}");
+                let owners = meta.owner_references.as_ref().expect("owner refs");
+                assert_eq!(owners, &vec![v.owner_reference()], "{what}");
+                assert_eq!(owners[0].controller, Some(true));
+                assert_eq!(owners[0].block_owner_deletion, Some(true));
+                assert_eq!(owners[0].kind, "MatrixRTCTransport");
+                assert_eq!(owners[0].api_version, "matrixrtc.dev/v1alpha1");
+                let labels = meta.labels.as_ref().expect("labels");
+                assert_eq!(labels[labels::MANAGED_BY], "matrixrtc-operator", "{what}");
+                assert_eq!(labels[labels::INSTANCE], "demo", "{what}");
+                assert!(child.name().len() <= 63, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn generated_credentials_secret_exists_only_when_generated() {
+        assert!(children("").get("Secret", "demo-credentials").is_some());
+        let external = children(FIXTURES[2]);
+        assert!(external.get("Secret", "demo-credentials").is_none());
+        assert!(external.get("Secret", "demo-keys").is_some());
+        assert!(external.get("Deployment", "demo-livekit").is_none());
+    }
+
+    #[test]
+    fn pod_hash_follows_config_and_credentials() {
+        let creds = ApiCredentials::placeholder();
+        let base = build_with(&validated(""), &creds);
+        let same = build_with(&validated(""), &creds);
+        assert_eq!(
+            pod_hash(&base, "demo-livekit"),
+            pod_hash(&same, "demo-livekit")
+        );
+
+        let config_changed = build_with(
+            &validated("livekit: {managed: {config: {logging: {level: debug}}}}"),
+            &creds,
+        );
+        assert_ne!(
+            pod_hash(&base, "demo-livekit"),
+            pod_hash(&config_changed, "demo-livekit")
+        );
+        // The auth service does not read LiveKit's config: no needless restart.
+        assert_eq!(
+            pod_hash(&base, "demo-auth"),
+            pod_hash(&config_changed, "demo-auth")
+        );
+
+        let rotated = build_with(&validated(""), &ApiCredentials::from_random_bytes(&[9; 40]));
+        assert_ne!(
+            pod_hash(&base, "demo-livekit"),
+            pod_hash(&rotated, "demo-livekit")
+        );
+        assert_ne!(
+            pod_hash(&base, "demo-auth"),
+            pod_hash(&rotated, "demo-auth")
+        );
+    }
+
+    #[test]
+    fn the_secret_appears_only_in_secrets() {
+        let creds = ApiCredentials::from_random_bytes(&[5; 40]);
+        for fixture in FIXTURES {
+            for child in build_with(&validated(fixture), &creds).iter() {
+                let json = match child {
+                    Child::Secret(_) => continue,
+                    Child::ConfigMap(o) => serde_json::to_string(o),
+                    Child::ServiceAccount(o) => serde_json::to_string(o),
+                    Child::Service(o) => serde_json::to_string(o),
+                    Child::Deployment(o) => serde_json::to_string(o),
+                    Child::Ingress(o) => serde_json::to_string(o),
+                }
+                .expect("serialise");
+                assert!(
+                    !json.contains(creds.api_secret()),
+                    "{fixture}: {} {}",
+                    child.kind(),
+                    child.name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,865 @@
+//! Reconcile tests against the in-memory API server ([`crate::fake_api`]): each test drives [`reconcile`] the
+//! way the runtime does and asserts on the requests made and the objects stored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::Method;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
+use crate::build::names;
+use crate::defaults::OperatorDefaults;
+use crate::fake_api::{FakeApi, Recorded};
+use crate::telemetry::Telemetry;
+
+const NS: &str = "calls";
+const NAME: &str = "demo";
+
+fn fixed_random() -> [u8; build::credentials::RANDOM_BYTES] {
+    [42; build::credentials::RANDOM_BYTES]
+}
+
+fn other_random() -> [u8; build::credentials::RANDOM_BYTES] {
+    [7; build::credentials::RANDOM_BYTES]
+}
+
+fn minimal_spec() -> Value {
+    json!({"serverName": "example.com", "host": "rtc.example.com"})
+}
+
+struct Harness {
+    fake: FakeApi,
+    ctx: Arc<Context>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_random(fixed_random)
+    }
+
+    fn with_random(random: RandomBytes) -> Self {
+        let fake = FakeApi::new();
+        let ctx = Self::context(&fake, random);
+        Self { fake, ctx }
+    }
+
+    fn context(fake: &FakeApi, random: RandomBytes) -> Arc<Context> {
+        let reporter = Reporter {
+            controller: "matrixrtc-operator".into(),
+            instance: Some("test".into()),
+        };
+        let metrics = Telemetry::default().metrics().clone();
+        Arc::new(
+            Context::new(
+                fake.client(),
+                OperatorDefaults::default(),
+                metrics,
+                reporter,
+            )
+            .with_random(random),
+        )
+    }
+
+    /// A fresh context (new process, same cluster): nothing remembered in memory.
+    fn restart(&mut self, random: RandomBytes) {
+        self.ctx = Self::context(&self.fake, random);
+    }
+
+    fn create(&self, spec: Value) -> MatrixRTCTransport {
+        let cr: MatrixRTCTransport = serde_json::from_value(json!({
+            "apiVersion": "matrixrtc.dev/v1alpha1",
+            "kind": "MatrixRTCTransport",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": spec,
+        }))
+        .expect("test spec deserialises");
+        self.fake.insert(&cr);
+        self.transport()
+    }
+
+    fn transport(&self) -> MatrixRTCTransport {
+        self.fake.get(NS, NAME).expect("the CR exists")
+    }
+
+    /// Change the spec as `kubectl apply` would (bumps generation).
+    fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
+        self.fake.edit::<MatrixRTCTransport>(NS, NAME, |cr| {
+            edit(&mut cr["spec"]);
+            let generation = cr["metadata"]["generation"].as_i64().unwrap_or(1);
+            cr["metadata"]["generation"] = json!(generation + 1);
+        });
+    }
+
+    async fn reconcile(&self) -> Result<Action, ReconcileError> {
+        let guarded = Arc::new(DeserializeGuard(Ok(self.transport())));
+        reconcile(guarded, self.ctx.clone()).await
+    }
+
+    fn status(&self) -> MatrixRTCTransportStatus {
+        self.transport().status.unwrap_or_default()
+    }
+
+    fn condition(&self, type_: &str) -> (String, String, String) {
+        let status = self.status();
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    /// Every child in the namespace as (kind, name).
+    fn children(&self) -> BTreeSet<(String, String)> {
+        let mut all = BTreeSet::new();
+        let mut add = |kind: &str, names: Vec<Option<String>>| {
+            all.extend(names.into_iter().flatten().map(|n| (kind.to_owned(), n)));
+        };
+        add(
+            "ServiceAccount",
+            self.fake
+                .list::<ServiceAccount>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        add(
+            "Secret",
+            self.fake
+                .list::<Secret>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        add(
+            "ConfigMap",
+            self.fake
+                .list::<ConfigMap>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        add(
+            "Service",
+            self.fake
+                .list::<Service>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        add(
+            "Deployment",
+            self.fake
+                .list::<Deployment>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        add(
+            "Ingress",
+            self.fake
+                .list::<Ingress>(NS)
+                .into_iter()
+                .map(|o| o.metadata.name)
+                .collect(),
+        );
+        all
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST && r.path.ends_with("/events"))
+            .filter_map(|r| r.body)
+            .collect()
+    }
+
+    /// Mark every Deployment as fully rolled out, as the Deployment controller would.
+    fn roll_out_deployments(&self) {
+        for deployment in self.fake.list::<Deployment>(NS) {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            self.fake.edit::<Deployment>(NS, &name, |d| {
+                let generation = d["metadata"]["generation"].clone();
+                d["status"] = json!({
+                    "observedGeneration": generation,
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                });
+            });
+        }
+    }
+}
+
+fn writes_except_events(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.is_write() && !r.path.contains("/events"))
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn kind_rank(path: &str) -> usize {
+    let kinds = [
+        "/serviceaccounts/",
+        "/secrets/",
+        "/configmaps/",
+        "/services/",
+        "/deployments/",
+        "/ingresses/",
+    ];
+    kinds
+        .iter()
+        .position(|k| path.contains(k))
+        .unwrap_or(usize::MAX)
+}
+
+#[tokio::test]
+async fn first_reconcile_creates_every_child_in_order_with_owner_references() {
+    let h = Harness::new();
+    let cr = h.create(minimal_spec());
+    let action = h.reconcile().await.expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(RESYNC));
+
+    let children = h.children();
+    for expected in [
+        ("Deployment", names::livekit(NAME)),
+        ("Deployment", names::auth(NAME)),
+        ("ConfigMap", names::livekit(NAME)),
+        ("Secret", names::keys(NAME)),
+        ("Secret", names::credentials(NAME)),
+        ("Ingress", names::ingress(NAME)),
+    ] {
+        assert!(
+            children.contains(&(expected.0.to_owned(), expected.1.clone())),
+            "missing {expected:?} in {children:?}"
+        );
+    }
+
+    let uid = cr.metadata.uid.clone().unwrap();
+    for value in h.fake.all_values() {
+        if value["kind"] == "MatrixRTCTransport" || value["kind"] == "Event" {
+            continue;
+        }
+        let refs = value["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            refs.len(),
+            1,
+            "{} {}",
+            value["kind"],
+            value["metadata"]["name"]
+        );
+        assert_eq!(refs[0]["uid"], uid.as_str());
+        assert_eq!(refs[0]["controller"], true);
+        assert_eq!(refs[0]["kind"], "MatrixRTCTransport");
+    }
+
+    // Applied in dependency order, all with the one field manager and force.
+    let applies: Vec<Recorded> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::PATCH && !r.path.ends_with("/status"))
+        .collect();
+    let ranks: Vec<usize> = applies.iter().map(|r| kind_rank(&r.path)).collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] <= w[1]),
+        "apply order: {applies:?}"
+    );
+    assert!(
+        applies
+            .iter()
+            .all(|r| r.query.contains("fieldManager=matrixrtc-operator")
+                && r.query.contains("force=true"))
+    );
+
+    let status = h.status();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(h.condition("Ready").0, "False", "pods are not up yet");
+    assert_eq!(h.condition("Progressing").0, "True");
+    assert_eq!(h.condition("Degraded").0, "False");
+    assert_eq!(
+        status.livekit_service_url.as_deref(),
+        Some("https://rtc.example.com")
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e["reason"] == "Reconciled" && e["type"] == "Normal")
+    );
+}
+
+#[tokio::test]
+async fn steady_state_makes_no_writes_and_readiness_is_one_status_patch() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(
+        h.fake.writes().is_empty(),
+        "second reconcile wrote: {:?}",
+        h.fake.writes()
+    );
+
+    h.roll_out_deployments();
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    let writes = writes_except_events(&h.fake.requests());
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(
+        writes[0].ends_with(&format!("/matrixrtctransports/{NAME}/status")),
+        "{writes:?}"
+    );
+    assert_eq!(h.condition("Ready").0, "True");
+    let status = h.status();
+    assert_eq!(
+        (status.livekit_ready_replicas, status.auth_ready_replicas),
+        (Some(1), Some(1))
+    );
+
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(
+        h.fake.writes().is_empty(),
+        "steady state wrote: {:?}",
+        h.fake.writes()
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_child_is_recreated() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    let config = names::livekit(NAME);
+    assert!(h.fake.remove::<ConfigMap>(NS, &config));
+
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(
+        h.fake.get::<ConfigMap>(NS, &config).is_some(),
+        "ConfigMap recreated"
+    );
+    let writes = writes_except_events(&h.fake.requests());
+    assert_eq!(
+        writes,
+        vec![format!("PATCH /api/v1/namespaces/{NS}/configmaps/{config}")]
+    );
+}
+
+#[tokio::test]
+async fn an_edited_child_is_repaired() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    let deployment = names::auth(NAME);
+    let original: Deployment = h.fake.get(NS, &deployment).unwrap();
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+    };
+
+    h.fake.edit::<Deployment>(NS, &deployment, |d| {
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:latest");
+    });
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    let repaired: Deployment = h.fake.get(NS, &deployment).unwrap();
+    assert_eq!(image(&repaired), image(&original));
+    let writes = writes_except_events(&h.fake.requests());
+    assert_eq!(
+        writes,
+        vec![format!(
+            "PATCH /apis/apps/v1/namespaces/{NS}/deployments/{deployment}"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_writes_only_status_and_one_event() {
+    let h = Harness::new();
+    h.create(json!({
+        "serverName": "example.com",
+        "host": "",
+        "homeservers": {"fullAccess": ["*", "other.org"]},
+    }));
+    let action = h
+        .reconcile()
+        .await
+        .expect("an invalid spec is not a reconcile error");
+    assert_eq!(action, Action::await_change());
+
+    assert!(
+        h.children().is_empty(),
+        "nothing applied: {:?}",
+        h.children()
+    );
+    let writes = h.fake.writes();
+    assert!(
+        writes
+            .iter()
+            .all(|r| r.path.ends_with("/status") || r.path.ends_with("/events")),
+        "{writes:?}"
+    );
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.contains("spec.host"), "{message}");
+    assert!(
+        message.contains("spec.homeservers.fullAccess"),
+        "every problem at once: {message}"
+    );
+    assert_eq!(h.condition("Ready").0, "False");
+    let events = h.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
+
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(
+        h.fake.writes().is_empty(),
+        "no repeated status or Event: {:?}",
+        h.fake.writes()
+    );
+
+    // Fixing the spec applies everything and clears Degraded.
+    h.edit_spec(|spec| *spec = minimal_spec());
+    h.reconcile().await.unwrap();
+    assert_eq!(h.condition("Degraded").0, "False");
+    assert!(!h.children().is_empty());
+}
+
+#[tokio::test]
+async fn generated_credentials_are_created_once_and_never_rotated() {
+    let mut h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    let name = names::credentials(NAME);
+    let first: Secret = h.fake.get(NS, &name).expect("credentials generated");
+    let expected = build::credentials::ApiCredentials::from_random_bytes(&fixed_random());
+    let stored = build::credentials::ApiCredentials::from_secret(
+        &first,
+        build::credentials::API_KEY_FIELD,
+        build::credentials::API_SECRET_FIELD,
+    )
+    .unwrap();
+    assert_eq!(stored, expected);
+
+    // A restarted operator with another random source keeps the stored credentials.
+    h.restart(other_random);
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "{:?}", h.fake.writes());
+    let second: Secret = h.fake.get(NS, &name).unwrap();
+    assert_eq!(first.data, second.data);
+
+    // The secret appears only in Secrets: not in ConfigMaps, Deployments, status or Events.
+    let secret = expected.api_secret().to_owned();
+    for value in h.fake.all_values() {
+        if value["kind"] != "Secret" {
+            assert!(
+                !value.to_string().contains(&secret),
+                "secret leaked into {} {}",
+                value["kind"],
+                value["metadata"]["name"]
+            );
+        }
+    }
+    for request in h.fake.requests() {
+        if !request.path.contains("/secrets/")
+            && let Some(body) = &request.body
+        {
+            assert!(
+                !body.to_string().contains(&secret),
+                "secret sent in {request}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_generated_secret_is_reported_not_replaced() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    let name = names::credentials(NAME);
+    h.fake.edit::<Secret>(NS, &name, |s| {
+        s["data"]["api-secret"] = json!("c2hvcnQ="); // "short"
+    });
+    let before: Secret = h.fake.get(NS, &name).unwrap();
+    let error = h
+        .reconcile()
+        .await
+        .expect_err("damaged credentials fail the reconcile");
+    assert!(
+        matches!(
+            error,
+            ReconcileError::Credentials(ResolveError::DamagedGenerated { .. })
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        h.fake.get::<Secret>(NS, &name).unwrap().data,
+        before.data,
+        "not regenerated"
+    );
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "GeneratedCredentialsDamaged")
+    );
+    assert!(message.contains("delete the Secret"), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_user_secret_is_degraded_then_recovers() {
+    let h = Harness::new();
+    let mut spec = minimal_spec();
+    spec["credentials"] = json!({"secretName": "my-livekit"});
+    h.create(spec);
+    let error = h.reconcile().await.expect_err("missing Secret");
+    assert!(matches!(
+        error,
+        ReconcileError::Credentials(ResolveError::MissingSecret { .. })
+    ));
+    assert!(
+        h.children().is_empty(),
+        "nothing applied without credentials"
+    );
+    assert_eq!(h.condition("Degraded").1, "CredentialsSecretMissing");
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e["reason"] == "CredentialsSecretMissing")
+    );
+
+    let user_secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("my-livekit".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("api-key".to_owned(), ByteString(b"userkey".to_vec())),
+                (
+                    "api-secret".to_owned(),
+                    ByteString(b"0123456789abcdef0123456789abcdef".to_vec()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    h.fake.insert(&user_secret);
+    h.reconcile()
+        .await
+        .expect("recovers once the Secret exists");
+    assert_eq!(h.condition("Degraded").0, "False");
+    assert!(
+        h.fake
+            .get::<Secret>(NS, &names::credentials(NAME))
+            .is_none(),
+        "no generated Secret with user credentials"
+    );
+}
+
+#[tokio::test]
+async fn pruning_removes_what_is_no_longer_desired_and_only_that() {
+    let h = Harness::new();
+    let cr = h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    let ingress = names::ingress(NAME);
+    assert!(h.fake.get::<Ingress>(NS, &ingress).is_some());
+
+    // Objects with the operator's labels that this CR does not control.
+    let labels = build::labels::object(NAME, build::labels::Component::Transport);
+    let mut foreign = Ingress::default();
+    foreign.metadata.name = Some("someone-elses".into());
+    foreign.metadata.namespace = Some(NS.into());
+    foreign.metadata.labels = Some(labels.clone());
+    foreign.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "matrixrtc.dev/v1alpha1".into(),
+            kind: "MatrixRTCTransport".into(),
+            name: "other".into(),
+            uid: "another-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        },
+    ]);
+    h.fake.insert(&foreign);
+    let mut unowned = ConfigMap::default();
+    unowned.metadata.name = Some("copied-labels".into());
+    unowned.metadata.namespace = Some(NS.into());
+    unowned.metadata.labels = Some(labels);
+    h.fake.insert(&unowned);
+
+    h.edit_spec(|spec| spec["ingress"] = json!({"enabled": false}));
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(
+        h.fake.get::<Ingress>(NS, &ingress).is_none(),
+        "disabled Ingress pruned"
+    );
+    assert!(
+        h.fake.get::<Ingress>(NS, "someone-elses").is_some(),
+        "foreign Ingress kept"
+    );
+    assert!(
+        h.fake.get::<ConfigMap>(NS, "copied-labels").is_some(),
+        "unowned ConfigMap kept"
+    );
+    let deletes: Vec<Recorded> = h
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::DELETE)
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    let uid = cr.metadata.uid.unwrap_or_default();
+    assert_eq!(h.transport().metadata.uid.unwrap_or_default(), uid);
+}
+
+#[tokio::test]
+async fn an_unreadable_object_is_degraded_without_stopping_anything() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    // Break the stored object the way a newer CRD version could, then read it the way the watcher does.
+    h.fake.edit::<MatrixRTCTransport>(NS, NAME, |cr| {
+        cr["spec"]["livekit"] = json!({"managed": {"replicas": "two"}})
+    });
+    let raw = h.fake.get_value::<MatrixRTCTransport>(NS, NAME).unwrap();
+    let guarded: DeserializeGuard<MatrixRTCTransport> = serde_json::from_value(raw).unwrap();
+    assert!(guarded.0.is_err());
+
+    let action = reconcile(Arc::new(guarded.clone()), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(h.children().is_empty());
+    let raw = h.fake.get_value::<MatrixRTCTransport>(NS, NAME).unwrap();
+    let degraded = raw["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Degraded").cloned())
+        .expect("Degraded written");
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("UnreadableSpec"))
+    );
+    assert_eq!(h.events().len(), 1);
+
+    h.fake.clear_requests();
+    reconcile(Arc::new(guarded), h.ctx.clone()).await.unwrap();
+    assert!(h.fake.writes().is_empty(), "{:?}", h.fake.writes());
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_per_object_and_reset_on_success() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    let guarded = Arc::new(DeserializeGuard(Ok(h.transport())));
+    for expected in [5, 10, 20] {
+        h.fake.fail_next(
+            Method::PATCH,
+            &format!("/configmaps/{}", names::livekit(NAME)),
+            500,
+        );
+        let error = h.reconcile().await.expect_err("apply fails");
+        assert!(
+            matches!(error, ReconcileError::Apply(ApplyError::Apply { .. })),
+            "{error}"
+        );
+        let action = error_policy(guarded.clone(), &error, h.ctx.clone());
+        assert_eq!(action, Action::requeue(Duration::from_secs(expected)));
+    }
+    assert_eq!(h.condition("Degraded").1, "ApplyFailed");
+    h.reconcile()
+        .await
+        .expect("succeeds once the API server does");
+    let error = ReconcileError::Incomplete;
+    assert_eq!(
+        error_policy(guarded, &error, h.ctx.clone()),
+        Action::requeue(BASE_BACKOFF),
+        "reset after success"
+    );
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    assert_eq!(backoff(1), Duration::from_secs(5));
+    assert_eq!(backoff(2), Duration::from_secs(10));
+    assert_eq!(backoff(4), Duration::from_secs(40));
+    assert_eq!(backoff(7), MAX_BACKOFF);
+    assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+}
+
+#[test]
+fn event_notes_are_truncated_on_a_char_boundary() {
+    let long = "é".repeat(EVENT_NOTE_LIMIT);
+    let cut = truncate(long, EVENT_NOTE_LIMIT);
+    assert!(cut.len() <= EVENT_NOTE_LIMIT && cut.ends_with("..."));
+    assert_eq!(truncate("short".into(), EVENT_NOTE_LIMIT), "short");
+}
+
+#[test]
+fn secrets_map_to_the_transports_that_reference_them() {
+    let (reader, mut writer) = kube::runtime::reflector::store::<Guarded>();
+    let make = |name: &str, namespace: &str, secret: Option<&str>| {
+        let mut spec = minimal_spec();
+        if let Some(secret) = secret {
+            spec["credentials"] = json!({"secretName": secret});
+        }
+        let cr: MatrixRTCTransport = serde_json::from_value(json!({
+            "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec,
+        }))
+        .unwrap();
+        DeserializeGuard(Ok(cr))
+    };
+    for object in [
+        make("a", NS, Some("shared")),
+        make("b", NS, None),
+        make("c", "elsewhere", Some("shared")),
+    ] {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
+    }
+    let mut secret = PartialObjectMeta::<Secret>::default();
+    secret.metadata.name = Some("shared".into());
+    secret.metadata.namespace = Some(NS.into());
+    let refs = referencing(&reader, &secret);
+    assert_eq!(
+        refs.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        vec!["a"]
+    );
+}
+
+/// Poll `condition` every 20 ms for at most `seconds`.
+async fn wait_for(what: &str, seconds: u64, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {seconds}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_running_controller_reconciles_repairs_follows_secrets_and_then_idles() {
+    let h = Harness::new();
+    let (trigger, stop) = crate::shutdown::channel();
+    let ctx = h.ctx.clone();
+    let running =
+        tokio::spawn(async move { run(ctx, &WatchScope::Namespaces(vec![NS.into()]), stop).await });
+
+    // Created through the watch, not by calling reconcile.
+    h.create(minimal_spec());
+    let config = names::livekit(NAME);
+    wait_for("children", 10, || {
+        h.fake.get::<ConfigMap>(NS, &config).is_some()
+    })
+    .await;
+    wait_for("a status", 10, || h.transport().status.is_some()).await;
+
+    // A deleted child comes back through the owned-object watch.
+    assert!(h.fake.remove::<ConfigMap>(NS, &config));
+    wait_for("the ConfigMap to be recreated", 10, || {
+        h.fake.get::<ConfigMap>(NS, &config).is_some()
+    })
+    .await;
+
+    // A CR waiting for its credentials Secret is reconciled when the Secret appears, well before its 5 s
+    // backoff would retry: the Secret watch maps it to the CR.
+    let mut spec = minimal_spec();
+    spec["credentials"] = json!({"secretName": "later"});
+    let other: MatrixRTCTransport = serde_json::from_value(json!({
+        "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
+        "metadata": {"name": "other", "namespace": NS}, "spec": spec,
+    }))
+    .unwrap();
+    h.fake.insert(&other);
+    let degraded_reason = |name: &str| {
+        h.fake
+            .get::<MatrixRTCTransport>(NS, name)
+            .and_then(|t| t.status)
+            .and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Degraded" && c.status == "True")
+            })
+            .map(|c| c.reason)
+    };
+    wait_for("the missing Secret to be reported", 10, || {
+        degraded_reason("other").as_deref() == Some("CredentialsSecretMissing")
+    })
+    .await;
+    // Let the reconcile triggered by that status write pass, so only the Secret watch can explain a recovery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("later".into());
+    secret.metadata.namespace = Some(NS.into());
+    secret.string_data = Some(
+        [
+            ("api-key".to_owned(), "key".to_owned()),
+            (
+                "api-secret".to_owned(),
+                "0123456789abcdef0123456789abcdef".to_owned(),
+            ),
+        ]
+        .into(),
+    );
+    h.fake.insert(&secret);
+    wait_for("the Secret to be picked up", 3, || {
+        degraded_reason("other").is_none()
+    })
+    .await;
+
+    // Settled: the controller keeps running but writes nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.fake.clear_requests();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.fake.writes().is_empty(),
+        "idle controller wrote: {:?}",
+        h.fake.writes()
+    );
+
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the controller stops on the signal")
+        .unwrap();
+}

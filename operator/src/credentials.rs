@@ -1,0 +1,127 @@
+//! The LiveKit API key and secret that the builders put into LiveKit's key file and the authorisation service.
+//!
+//! - `spec.credentials` set: read the user's Secret; a missing Secret or a bad field is a `Degraded` reason,
+//!   and nothing is applied until it is fixed. The Secret is watched (metadata only), so fixing it
+//!   reconciles at once.
+//! - unset: read the operator-generated Secret `<name>-credentials`; if it does not exist, generate a key and a
+//!   secret from 40 CSPRNG bytes **once**. The builders then include that Secret (same values) among the
+//!   children, so every later reconcile reads and re-applies identical data. A damaged generated Secret is
+//!   reported, never silently replaced: rotating keys drops every call in progress, so it must be a person's
+//!   decision (delete the Secret to get new credentials).
+//!
+//! Nothing here logs or formats a secret value: `ApiCredentials` redacts itself and errors name only Secrets
+//! and fields.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+use rand::Rng as _;
+
+use crate::apply::ApiFailure;
+use crate::build::credentials::{
+    ApiCredentials, CredentialsError, CredentialsSource, RANDOM_BYTES,
+};
+
+/// The credentials to build with, and whether they were made just now.
+pub struct Resolved {
+    pub credentials: ApiCredentials,
+    /// True when this reconcile generated them (worth an Event: a Secret is about to be created).
+    pub generated_now: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "the credentials Secret {name} does not exist in this namespace; create it with the fields \
+         {key_field} (API key) and {secret_field} (API secret, at least 32 characters)"
+    )]
+    MissingSecret {
+        name: String,
+        key_field: String,
+        secret_field: String,
+    },
+    #[error("{0}")]
+    Invalid(CredentialsError),
+    #[error(
+        "the generated credentials Secret {name} is damaged ({problem}); the operator never replaces \
+         credentials by itself: delete the Secret to generate new ones"
+    )]
+    DamagedGenerated {
+        name: String,
+        problem: CredentialsError,
+    },
+    #[error("reading the credentials Secret {name} failed: {failure}")]
+    Read { name: String, failure: ApiFailure },
+}
+
+impl ResolveError {
+    /// The `Degraded` condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ResolveError::MissingSecret { .. } => "CredentialsSecretMissing",
+            ResolveError::Invalid(_) => "CredentialsInvalid",
+            ResolveError::DamagedGenerated { .. } => "GeneratedCredentialsDamaged",
+            ResolveError::Read { .. } => "CredentialsUnreadable",
+        }
+    }
+}
+
+/// Bytes from the thread-local CSPRNG (ChaCha, seeded from the OS).
+pub fn random_bytes() -> [u8; RANDOM_BYTES] {
+    let mut bytes = [0u8; RANDOM_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Read (or, for a generated Secret that does not exist yet, make) the credentials for `source`.
+pub async fn resolve(
+    client: &Client,
+    namespace: &str,
+    source: &CredentialsSource,
+    random: impl FnOnce() -> [u8; RANDOM_BYTES],
+) -> Result<Resolved, ResolveError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let (key_field, secret_field) = source.fields();
+    match source {
+        CredentialsSource::Existing(reference) => {
+            let name = &reference.secret_name;
+            let secret = read(&api, name)
+                .await?
+                .ok_or_else(|| ResolveError::MissingSecret {
+                    name: name.clone(),
+                    key_field: key_field.to_owned(),
+                    secret_field: secret_field.to_owned(),
+                })?;
+            let credentials = ApiCredentials::from_secret(&secret, key_field, secret_field)
+                .map_err(ResolveError::Invalid)?;
+            Ok(Resolved {
+                credentials,
+                generated_now: false,
+            })
+        }
+        CredentialsSource::Generated { secret_name } => match read(&api, secret_name).await? {
+            Some(secret) => {
+                let credentials = ApiCredentials::from_secret(&secret, key_field, secret_field)
+                    .map_err(|problem| ResolveError::DamagedGenerated {
+                        name: secret_name.clone(),
+                        problem,
+                    })?;
+                Ok(Resolved {
+                    credentials,
+                    generated_now: false,
+                })
+            }
+            None => Ok(Resolved {
+                credentials: ApiCredentials::from_random_bytes(&random()),
+                generated_now: true,
+            }),
+        },
+    }
+}
+
+async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, ResolveError> {
+    api.get_opt(name).await.map_err(|error| ResolveError::Read {
+        name: name.to_owned(),
+        failure: ApiFailure::for_secret(&error),
+    })
+}

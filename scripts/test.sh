@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (idempotent, quick when already done), then runs the
+# Rust tests (cargo nextest) and the Python suite against a real Synapse (pytest). Fails if either fails.
+#
+# Expects a Debian 12 machine with the Rust toolchain and cargo-nextest; installs Debian packages (as root)
+# and a Python venv at .venv. Environment:
+#   PYTHON            interpreter for the venv (default: /usr/bin/python3, else python3 on PATH)
+#   CARGO_TARGET_DIR  honoured when locating the service binary for the Python suite
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+REQUIREMENTS="tests/python/requirements.txt"
+VENV=".venv"
+STAMP="$VENV/.requirements.sha256"
+# redis-server is for the delegated-leave job store tests; python3-venv makes the venv; gcc and libc6-dev
+# link Rust build scripts and crates with C parts (ring).
+APT_PACKAGES=(ca-certificates gcc libc6-dev python3 python3-venv redis-server)
+
+phase_start=0
+timings=()
+start_phase() {
+    echo "==> $1"
+    phase_start=$SECONDS
+}
+end_phase() {
+    timings+=("$(printf '%-28s %4ds' "$1" $((SECONDS - phase_start)))")
+}
+
+# --- Debian packages, only those missing -------------------------------------------------------------
+start_phase "Debian packages"
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+end_phase "Debian packages"
+
+# --- Python venv, pip only when the requirements changed -----------------------------------------------
+start_phase "Python venv"
+if [[ -z ${PYTHON:-} ]]; then
+    if [[ -x /usr/bin/python3 ]]; then PYTHON=/usr/bin/python3; else PYTHON=python3; fi
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    echo "$PYTHON is older than 3.10; Synapse needs 3.10 or newer" >&2
+    exit 1
+fi
+# A venv whose interpreter went away (or another Python version) is rebuilt from scratch.
+want_version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+have_version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+if [[ $have_version != "$want_version" ]]; then
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+wanted="$(cat "$REQUIREMENTS" <(echo "$want_version") | sha256sum | cut -d' ' -f1)"
+if [[ ! -f $STAMP || $(cat "$STAMP") != "$wanted" ]]; then
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$REQUIREMENTS"
+    echo "$wanted" >"$STAMP"
+else
+    echo "up to date"
+fi
+end_phase "Python venv"
+
+# --- Rust tests -------------------------------------------------------------------------------------
+status=0
+start_phase "cargo nextest"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest is missing; installing it (slow)"
+    cargo install --locked cargo-nextest
+fi
+# The black-box tests spawn the service binary, which this build also produces for the Python suite.
+if ! cargo nextest run --workspace --no-fail-fast; then
+    echo "cargo nextest failed" >&2
+    status=1
+fi
+end_phase "cargo nextest"
+
+# --- Python suite against a real Synapse -------------------------------------------------------------
+start_phase "pytest"
+export MATRIXRTC_AUTH_BIN="${MATRIXRTC_AUTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/matrixrtc-auth}"
+if [[ ! -x $MATRIXRTC_AUTH_BIN ]]; then
+    echo "service binary $MATRIXRTC_AUTH_BIN was not built" >&2
+    status=1
+else
+    pytest_status=0
+    "$VENV/bin/python" -m pytest tests/python -q || pytest_status=$?
+    if ((pytest_status == 5)); then
+        echo "pytest collected no tests: that is a failure here" >&2
+        status=1
+    elif ((pytest_status != 0)); then
+        echo "pytest failed (exit $pytest_status)" >&2
+        status=1
+    fi
+fi
+end_phase "pytest"
+
+echo "==> timings"
+printf '    %s\n' "${timings[@]}"
+if ((status != 0)); then
+    echo "==> FAILED" >&2
+else
+    echo "==> all tests passed"
+fi
+exit "$status"
