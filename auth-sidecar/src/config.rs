@@ -97,6 +97,16 @@ impl FullAccess {
             Self::Only(list) => list.iter().any(|s| s == server_name),
         }
     }
+
+    /// Whether the operator named `server_name` explicitly, which is what makes it trusted by the SSRF
+    /// guard. The wildcard grants full access to everyone but trusts no one: with `*`, any client could
+    /// otherwise point the service at an internal address by naming it as its homeserver.
+    pub fn names(&self, server_name: &str) -> bool {
+        match self {
+            Self::Everyone => false,
+            Self::Only(list) => list.iter().any(|s| s == server_name),
+        }
+    }
 }
 
 /// Where the service listens: `:port` means every interface.
@@ -655,6 +665,10 @@ mod tests {
         assert!(!list.allows("matrix.example.com"));
         assert!(Everyone.allows("anything"));
         assert!(!only(&[]).allows(""));
+        // Trust (no SSRF guard) only for names the operator wrote down, never through the wildcard.
+        assert!(list.names("example.com"));
+        assert!(!list.names("other.com"));
+        assert!(!Everyone.names("anything"));
         // `*` among others is a literal name.
         assert!(!FullAccess::parse("*,example.com").allows("other.com"));
         // Through the config: " , " starts the service with nobody full-access.

@@ -45,7 +45,8 @@ pub mod env {
     /// CIDR ranges that outbound calls to non-full-access homeservers may reach despite the SSRF guard.
     pub const LIVEKIT_OUTBOUND_IP_ALLOWLIST: &str = "LIVEKIT_OUTBOUND_IP_ALLOWLIST";
     /// Connect timeout of every outbound call, seconds (default 5).
-    pub const LIVEKIT_OUTBOUND_CONNECT_TIMEOUT_SECONDS: &str = "LIVEKIT_OUTBOUND_CONNECT_TIMEOUT_SECONDS";
+    pub const LIVEKIT_OUTBOUND_CONNECT_TIMEOUT_SECONDS: &str =
+        "LIVEKIT_OUTBOUND_CONNECT_TIMEOUT_SECONDS";
     /// Total timeout of every outbound call, seconds (default 10).
     pub const LIVEKIT_OUTBOUND_TIMEOUT_SECONDS: &str = "LIVEKIT_OUTBOUND_TIMEOUT_SECONDS";
     /// How long a verified OpenID token is remembered, seconds (default 60; 0 disables).

@@ -23,9 +23,13 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::config::{BindAddress, Config, FullAccess, Notice};
+use crate::delegation::{self, Delegation, StartError};
 use crate::http::limits::RateLimits;
 use crate::http::{AppState, OpenIdLookup, TokenResponse, router};
 use crate::livekit::twirp::{BaseUrlError, RoomService};
+use crate::livekit::webhook::WebhookVerifier;
+use crate::matrix::client_api::{ClientApi, Reach};
+use crate::matrix::guard::Guard;
 use crate::matrix::openid::OpenIdVerifier;
 use crate::outbound::{Outbound, OutboundError};
 use crate::telemetry::Metrics;
@@ -61,6 +65,8 @@ pub enum ServerError {
     Outbound(#[from] OutboundError),
     #[error("{0}")]
     LiveKitUrl(#[from] BaseUrlError),
+    #[error("{0}")]
+    Delegation(#[from] StartError),
     #[error("could not listen on {address}: {source}")]
     Bind { address: String, source: io::Error },
     #[error("could not install the signal handlers: {0}")]
@@ -85,8 +91,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             limits_state.limits.prune();
         }
     });
+    let delegation = state.delegation.clone();
     serve(listener, router(state), shutdown, Timeouts::default()).await;
     pruning.abort();
+    // After the last request: jobs stop without homeserver calls and stay stored for the next instance.
+    delegation.shutdown().await;
     Ok(())
 }
 
@@ -101,6 +110,37 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         Arc::clone(&keys),
         outbound.http().clone(),
     )?;
+    let reach = Reach::new(
+        &outbound,
+        Arc::new(Guard::new(config.outbound.allowed_ranges.clone())),
+        Arc::clone(&metrics),
+        config.full_access.clone(),
+    )
+    .map_err(OutboundError::from)?;
+    let client_api = Arc::new(ClientApi::new(
+        reach,
+        config.cs_api_url_overrides.clone(),
+        ClientApi::CACHE_TTL,
+    ));
+    // A client of its own for the delegation engine's GetParticipant lookups.
+    let lookups = RoomService::new(
+        &config.livekit_url,
+        Arc::clone(&keys),
+        outbound.http().clone(),
+    )?;
+    let delegation = Delegation::start(
+        delegation::Settings {
+            redis_url: config.redis_url.as_ref().map(|url| url.0.clone()),
+            sanity_check_interval: Some(config.sanity_check_interval)
+                .filter(|interval| !interval.is_zero()),
+            timing: delegation::Timing::from_env(),
+        },
+        Arc::clone(&client_api) as _,
+        Arc::new(lookups),
+        Arc::clone(&metrics),
+    )
+    .await?;
+    let webhooks = WebhookVerifier::new(Arc::clone(&keys));
     let listener = bind(&config.bind).await?;
 
     tracing::info!(
@@ -125,6 +165,9 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         ),
         metrics,
         token_response: TokenResponse::new(&config.livekit_url),
+        webhooks,
+        delegation,
+        client_api,
     });
     Ok((state, listener))
 }

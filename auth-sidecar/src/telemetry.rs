@@ -12,9 +12,13 @@ use std::fmt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written (`LIVEKIT_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,6 +30,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which events are written: ours at `level`; the libraries' (hyper, reqwest, DNS, ...) at most at
+/// warn, since their debug output is noise to an operator and may echo request details.
+pub fn log_filter(level: LevelFilter) -> Targets {
+    Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_default(level.min(LevelFilter::WARN))
+}
+
 /// Installs the global `tracing` subscriber. Called once, before anything logs.
 pub fn init_logging(level: LevelFilter, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
@@ -34,8 +46,17 @@ pub fn init_logging(level: LevelFilter, format: LogFormat) {
         .with_target(false);
     // A second initialisation (only possible in tests) keeps the first subscriber; that is harmless.
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .finish()
+            .with(log_filter(level))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(log_filter(level))
+            .try_init(),
     };
 }
 
@@ -58,6 +79,58 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
+}
+
+/// Labels of the delegation job metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// Labels of the delayed-event call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    /// `restart` or `send`.
+    action: &'static str,
+    /// `success`, `not_found`, `rate_limited`, `transient` or `no_client_api`.
+    outcome: &'static str,
+}
+
+/// Labels of the webhook counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// What became of a LiveKit webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A verified participant event, handed to the delegation engine.
+    Delivered,
+    /// A verified event of a kind the service ignores.
+    Ignored,
+    /// Verification failed: no or an unknown key, a bad signature or time, a body not matching its hash.
+    Rejected,
+    /// Verified, but not a usable event (unparseable, or without room or participant).
+    Malformed,
+}
+
+impl WebhookOutcome {
+    const ALL: [Self; 4] = [
+        Self::Delivered,
+        Self::Ignored,
+        Self::Rejected,
+        Self::Malformed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Ignored => "ignored",
+            Self::Rejected => "rejected",
+            Self::Malformed => "malformed",
+        }
+    }
 }
 
 /// Which rate limit refused a request.
@@ -102,6 +175,10 @@ pub struct Metrics {
     create_room_failures: Counter,
     rate_limited_ip: Counter,
     rate_limited_homeserver: Counter,
+    delegation_jobs: Family<StateLabel, Gauge>,
+    delegation_jobs_ended: Family<StateLabel, Counter>,
+    delayed_event_calls: Family<CallLabels, Counter>,
+    webhooks: Family<OutcomeLabel, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -168,7 +245,46 @@ impl Metrics {
             rate_limited.clone(),
         );
 
+        let delegation_jobs = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "delegation_jobs",
+            "Delegated leave jobs this replica drives, by state (waiting, connected)",
+            delegation_jobs.clone(),
+        );
+        // Both states are shown from the start, at zero.
+        for state in ["waiting", "connected"] {
+            let _ = delegation_jobs.get_or_create(&StateLabel { state });
+        }
+        let delegation_jobs_ended = Family::<StateLabel, Counter>::default();
+        registry.register(
+            "delegation_jobs_ended",
+            "Delegated leave jobs this replica stopped driving, by how (disconnected, aborted, \
+             replaced, shutdown)",
+            delegation_jobs_ended.clone(),
+        );
+        let delayed_event_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "delayed_event_calls",
+            "Delayed-event calls to homeservers, by action and outcome",
+            delayed_event_calls.clone(),
+        );
+        let webhooks = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhooks",
+            "LiveKit webhooks received, by outcome (rejected = failed verification)",
+            webhooks.clone(),
+        );
+        for outcome in WebhookOutcome::ALL {
+            let _ = webhooks.get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            });
+        }
+
         Self {
+            delegation_jobs,
+            delegation_jobs_ended,
+            delayed_event_calls,
+            webhooks,
             requests,
             openid_lookup_ok: lookup.get_or_create_owned(&ResultLabel { result: "ok" }),
             openid_lookup_error: lookup.get_or_create_owned(&ResultLabel { result: "error" }),
@@ -230,6 +346,43 @@ impl Metrics {
         .inc();
     }
 
+    /// A delegation job entered `state` (`waiting` or `connected`).
+    pub fn delegation_job_entered(&self, state: &'static str) {
+        self.delegation_jobs
+            .get_or_create(&StateLabel { state })
+            .inc();
+    }
+
+    /// A delegation job left `state` (`waiting` or `connected`).
+    pub fn delegation_job_left(&self, state: &'static str) {
+        self.delegation_jobs
+            .get_or_create(&StateLabel { state })
+            .dec();
+    }
+
+    /// This replica stopped driving a job: `disconnected`, `aborted`, `replaced` or `shutdown`.
+    pub fn delegation_job_ended(&self, state: &'static str) {
+        self.delegation_jobs_ended
+            .get_or_create(&StateLabel { state })
+            .inc();
+    }
+
+    /// Counts a delayed-event call attempt and its outcome.
+    pub fn delayed_event_call(&self, action: &'static str, outcome: &'static str) {
+        self.delayed_event_calls
+            .get_or_create(&CallLabels { action, outcome })
+            .inc();
+    }
+
+    /// Counts a webhook.
+    pub fn webhook(&self, outcome: WebhookOutcome) {
+        self.webhooks
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
     /// The registry in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -244,6 +397,20 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn libraries_log_at_most_warnings() {
+        let filter = log_filter(LevelFilter::DEBUG);
+        assert!(filter.would_enable("matrixrtc_auth::http::issue", &Level::DEBUG));
+        assert!(!filter.would_enable("hyper::proto", &Level::DEBUG));
+        assert!(!filter.would_enable("reqwest::connect", &Level::INFO));
+        assert!(filter.would_enable("reqwest::connect", &Level::WARN));
+        let quiet = log_filter(LevelFilter::ERROR);
+        assert!(!quiet.would_enable("matrixrtc_auth::server", &Level::WARN));
+        assert!(!quiet.would_enable("hyper", &Level::WARN));
+        assert!(quiet.would_enable("hyper", &Level::ERROR));
+    }
 
     #[test]
     fn every_metric_appears_in_the_text_output() {
@@ -257,6 +424,12 @@ mod tests {
         metrics.outbound_refused();
         metrics.create_room_failed();
         metrics.rate_limited(RateLimitKind::PerHomeserver);
+        metrics.delegation_job_entered("waiting");
+        metrics.delegation_job_left("waiting");
+        metrics.delegation_job_entered("connected");
+        metrics.delegation_job_ended("aborted");
+        metrics.delayed_event_call("restart", "success");
+        metrics.webhook(WebhookOutcome::Rejected);
         let text = metrics.encode();
         for line in [
             r#"matrixrtc_auth_requests_total{endpoint="/get_token",outcome="2xx"} 1"#,
@@ -270,6 +443,12 @@ mod tests {
             "matrixrtc_auth_create_room_failures_total 1",
             r#"matrixrtc_auth_rate_limited_total{limit="homeserver"} 1"#,
             r#"matrixrtc_auth_rate_limited_total{limit="ip"} 0"#,
+            r#"matrixrtc_auth_delegation_jobs{state="waiting"} 0"#,
+            r#"matrixrtc_auth_delegation_jobs{state="connected"} 1"#,
+            r#"matrixrtc_auth_delegation_jobs_ended_total{state="aborted"} 1"#,
+            r#"matrixrtc_auth_delayed_event_calls_total{action="restart",outcome="success"} 1"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="rejected"} 1"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="delivered"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -200,6 +200,11 @@ impl ApiFailure {
     pub fn for_secret(error: &kube::Error) -> Self {
         Self::new(ChildKind::Secret, error)
     }
+
+    /// A failure about an object that holds no secret (the CR itself): with the server's message.
+    pub fn for_public(error: &kube::Error) -> Self {
+        Self::new(ChildKind::ConfigMap, error)
+    }
 }
 
 impl fmt::Display for ApiFailure {

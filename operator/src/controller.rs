@@ -47,7 +47,7 @@ use crate::status::{self, Discovery, Outcome, Rollout};
 use crate::telemetry::Metrics;
 use crate::validate::{self, Validated};
 
-/// Reads-only resync of a healthy transport.
+/// Read-only resync of a healthy transport (a safety net behind the watches).
 pub const RESYNC: Duration = Duration::from_secs(600);
 /// First retry after a failure; doubles per consecutive failure up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_secs(5);
@@ -65,7 +65,10 @@ pub type RandomBytes = fn() -> [u8; build::credentials::RANDOM_BYTES];
 /// Everything a reconcile needs, shared by all of them.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    /// Who publishes Events. A fresh `Recorder` per Event: kube's recorder folds repeats by reason into the
+    /// first Event and keeps its note, which would show a stale message for a new problem. The controller
+    /// already publishes only on changes, so there is nothing to fold.
+    reporter: Reporter,
     defaults: OperatorDefaults,
     metrics: Metrics,
     random: RandomBytes,
@@ -84,7 +87,7 @@ impl Context {
         reporter: Reporter,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             defaults,
             metrics,
@@ -348,7 +351,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(|error| ReconcileError::Status(ApiFailure::for_secret(&error)))?;
+    .map_err(|error| ReconcileError::Status(ApiFailure::for_public(&error)))?;
 
     let before = status::degraded(previous);
     if let Some(now) = status::degraded(Some(&next))
@@ -412,7 +415,7 @@ async fn report_unreadable(
     let current = api
         .get_opt(&object.name_any())
         .await
-        .map_err(|error| ReconcileError::Status(ApiFailure::for_secret(&error)))?;
+        .map_err(|error| ReconcileError::Status(ApiFailure::for_public(&error)))?;
     let Some(current) = current else {
         return Ok(Action::await_change());
     };
@@ -451,7 +454,7 @@ async fn report_unreadable(
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(|error| ReconcileError::Status(ApiFailure::for_secret(&error)))?;
+        .map_err(|error| ReconcileError::Status(ApiFailure::for_public(&error)))?;
         let note = status::degraded(Some(&next))
             .map(|c| c.message.clone())
             .unwrap_or_default();
@@ -485,7 +488,8 @@ async fn publish(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, regarding).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&event, regarding).await {
         tracing::warn!(%error, reason, "could not publish an Event");
     }
 }

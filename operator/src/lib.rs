@@ -3,19 +3,19 @@
 //! Reconcile is `validate (pure) -> build (pure) -> apply (SSA, dependency order) -> prune -> status`.
 
 pub mod api;
-pub mod build;
-pub mod crdgen;
-pub mod defaults;
-pub mod render;
-pub mod validate;
 pub mod apply;
+pub mod build;
 pub mod controller;
+pub mod crdgen;
 pub mod credentials;
+pub mod defaults;
 pub mod leader;
+pub mod render;
 pub mod run;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod validate;
 
 #[cfg(test)]
 mod fake_api;

@@ -93,8 +93,8 @@ pub fn main(args: RunArgs) -> std::process::ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
+            // Logging is set up first thing in `run`, so this reaches stderr in the chosen format.
             tracing::error!(%error, "exiting");
-            eprintln!("error: {error}");
             std::process::ExitCode::FAILURE
         }
     }

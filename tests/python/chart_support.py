@@ -124,7 +124,7 @@ def render_chart(
     with helm_python.Chart.load(chart_dir) as chart:
         # Chart.render() does not expose the API versions and Kubernetes version that the `helm_render` call of the
         # underlying library accepts (the equivalent of --api-versions/--kube-version); call it directly.
-        # test_chart.py checks that both options take effect, so an SDK that drops them fails loudly.
+        # test_chart.py checks that the API versions take effect, so an SDK that drops them fails loudly.
         payload = _native.call_string(
             "helm_render", chart._raw(), json.dumps(values or {}), json.dumps(options)
         )

@@ -22,6 +22,7 @@ use super::store::{JobRecord, JobStore, field_of, key_of};
 use super::{AddJobError, Settings, StartError, Timing};
 use crate::livekit::twirp::RoomService;
 use crate::matrix::client_api::{ClientApi, ClientApiError};
+use crate::telemetry::Metrics;
 
 /// Signals a job may have queued before it drops webhook signals (it reacts within microseconds; the
 /// bound only protects memory from a flood of signed webhooks).
@@ -100,6 +101,7 @@ struct Shared {
     sanity_interval: Option<Duration>,
     homeserver: Arc<dyn DelayedEventApi>,
     livekit: Arc<dyn ParticipantLookup>,
+    metrics: Arc<Metrics>,
     ownership: Option<Ownership>,
     jobs: Mutex<HashMap<JobKey, LocalJob>>,
     shutting_down: watch::Sender<bool>,
@@ -122,6 +124,7 @@ impl Delegation {
         settings: Settings,
         homeserver: Arc<dyn DelayedEventApi>,
         livekit: Arc<dyn ParticipantLookup>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let ownership = match &settings.redis_url {
             Some(url) => {
@@ -139,6 +142,7 @@ impl Delegation {
             sanity_interval: settings.sanity_check_interval,
             homeserver,
             livekit,
+            metrics,
             ownership,
             jobs: Mutex::default(),
             shutting_down: watch::Sender::new(false),
@@ -296,6 +300,8 @@ impl Shared {
         );
         // Dropping the previous handle (outside the lock) tells that job it was replaced.
         drop(previous);
+        self.metrics
+            .delegation_job_entered(State::WaitingForInitialConnect.as_str());
         let driver = Driver {
             shared: self.clone(),
             params: Arc::new(params),
@@ -443,11 +449,15 @@ impl Shared {
             .await
         {
             Ok(reply) => {
+                self.metrics
+                    .delayed_event_call(action.as_str(), reply.label());
                 tracing::debug!(action = action.as_str(), reply = reply.label(),
                     room = %params.key.room, identity = %params.key.identity, "delayed event call");
                 Some(reply)
             }
             Err(error) => {
+                self.metrics
+                    .delayed_event_call(action.as_str(), "no_client_api");
                 tracing::warn!(%error, action = action.as_str(), "cannot call the homeserver");
                 None
             }
@@ -506,6 +516,21 @@ struct Driver {
     next_reset: Option<Instant>,
     /// A restart under way (with its retries).
     restart: Option<RestartFuture>,
+}
+
+/// Keeps the jobs-by-state metrics in step with a transition.
+fn record_transition(metrics: &Metrics, from: State, to: State) {
+    if from == to {
+        return;
+    }
+    if !from.is_terminal() {
+        metrics.delegation_job_left(from.as_str());
+    }
+    if to.is_terminal() {
+        metrics.delegation_job_ended(to.as_str());
+    } else {
+        metrics.delegation_job_entered(to.as_str());
+    }
 }
 
 /// `now + duration`, for any duration a job may carry.
@@ -587,6 +612,9 @@ impl Driver {
                     }
                 }
                 Wake::Shutdown => {
+                    let metrics = &self.shared.metrics;
+                    metrics.delegation_job_left(self.state.as_str());
+                    metrics.delegation_job_ended("shutdown");
                     self.leave_for_successor().await;
                     Flow::Stop
                 }
@@ -608,6 +636,7 @@ impl Driver {
         };
         tracing::info!(room = %key.room, identity = %key.identity, from = %self.state,
             to = %transition.next, %signal, "delegation job transition");
+        record_transition(&self.shared.metrics, self.state, transition.next);
         self.state = transition.next;
         for effect in transition.effects {
             match effect {
@@ -913,6 +942,7 @@ mod tests {
         delegation: Delegation,
         hs: Arc<FakeHomeserver>,
         livekit: Arc<FakeLiveKit>,
+        metrics: Arc<Metrics>,
         started: Instant,
     }
 
@@ -924,13 +954,15 @@ mod tests {
             sanity_check_interval,
             timing: Timing::default(),
         };
-        let delegation = Delegation::start(settings, hs.clone(), livekit.clone())
+        let metrics = Arc::new(Metrics::new());
+        let delegation = Delegation::start(settings, hs.clone(), livekit.clone(), metrics.clone())
             .await
             .expect("starts without Redis");
         Harness {
             delegation,
             hs,
             livekit,
+            metrics,
             started: Instant::now(),
         }
     }
@@ -965,6 +997,13 @@ mod tests {
 
         async fn notify(&self, signal: Signal) {
             self.delegation.notify(&key(), signal).await;
+        }
+
+        fn assert_metrics(&self, lines: &[&str]) {
+            let text = self.metrics.encode();
+            for line in lines {
+                assert!(text.contains(line), "missing {line:?} in\n{text}");
+            }
         }
 
         /// Seconds since the harness started at which `action` was attempted.
@@ -1017,10 +1056,20 @@ mod tests {
         for (at, expected) in restarts.iter().zip([0.0, 8.0, 16.0]) {
             assert!(close(*at, expected), "restarts at {restarts:?}");
         }
+        h.assert_metrics(&[
+            r#"matrixrtc_auth_delegation_jobs{state="connected"} 1"#,
+            r#"matrixrtc_auth_delegation_jobs{state="waiting"} 0"#,
+            r#"matrixrtc_auth_delayed_event_calls_total{action="restart",outcome="success"} 3"#,
+        ]);
         h.notify(Signal::ParticipantDisconnectedIntentionally).await;
         sleep(0.1).await;
         assert_eq!(h.times(Action::Send).len(), 1);
         assert_eq!(h.delegation.local_jobs(), 0);
+        h.assert_metrics(&[
+            r#"matrixrtc_auth_delegation_jobs{state="connected"} 0"#,
+            r#"matrixrtc_auth_delegation_jobs_ended_total{state="disconnected"} 1"#,
+            r#"matrixrtc_auth_delayed_event_calls_total{action="send",outcome="success"} 1"#,
+        ]);
         sleep(100.0).await;
         assert_eq!(h.hs.calls().len(), 4, "nothing after the send");
     }
@@ -1105,6 +1154,10 @@ mod tests {
         sleep(11.0).await;
         let restarts = h.times(Action::Restart);
         assert!(restarts.len() >= 3, "retried with backoff: {restarts:?}");
+        h.assert_metrics(&[&format!(
+            r#"matrixrtc_auth_delayed_event_calls_total{{action="restart",outcome="transient"}} {}"#,
+            restarts.len()
+        )]);
         assert!(restarts.iter().all(|at| *at < 10.0), "{restarts:?}");
         assert_eq!(h.delegation.local_jobs(), 0, "aborted at the deadline");
         sleep(3600.0).await;
@@ -1264,6 +1317,10 @@ mod tests {
         assert_eq!(h.hs.calls().len(), 1);
         h.delegation.shutdown().await;
         assert_eq!(h.delegation.local_jobs(), 0);
+        h.assert_metrics(&[
+            r#"matrixrtc_auth_delegation_jobs{state="connected"} 0"#,
+            r#"matrixrtc_auth_delegation_jobs_ended_total{state="shutdown"} 1"#,
+        ]);
         assert_eq!(
             h.delegation
                 .add(params("d2", Duration::from_secs(10)))

@@ -242,4 +242,157 @@ mod tests {
             Some(MatrixError::bad_json(MISSING_ROOM_OR_SLOT))
         );
     }
+
+    mod endpoint {
+        use super::body;
+        use crate::http::test_support::{Harness, body_json, post};
+        use crate::livekit::fake::Reply;
+        use http::{Method, StatusCode};
+        use serde_json::json;
+
+        const PATH: &str = "/delegate_delayed_leave";
+
+        fn full_access_body() -> serde_json::Value {
+            let mut request = body();
+            request["openid_token"]["access_token"] = json!("good-token");
+            request["member"]["claimed_user_id"] = json!("@alice:example.com");
+            request
+        }
+
+        #[tokio::test]
+        async fn success_is_an_empty_object_and_adds_a_job_without_a_room() {
+            let harness = Harness::start(Reply::Room).await;
+            let response = harness.send(post(PATH, &full_access_body())).await;
+            assert_eq!(response.status, StatusCode::OK);
+            assert_eq!(&response.body[..], b"{}\n");
+            Harness::assert_cors(&response.headers);
+            assert!(harness.livekit.calls().is_empty(), "no room, no token");
+            assert_eq!(harness.state.delegation.local_jobs(), 1);
+        }
+
+        #[tokio::test]
+        async fn restricted_users_are_forbidden() {
+            let harness = Harness::start(Reply::Room).await;
+            let mut request = full_access_body();
+            request["openid_token"] =
+                json!({"access_token": "remote-token", "matrix_server_name": "other.org"});
+            request["member"]["claimed_user_id"] = json!("@bob:other.org");
+            let response = harness.send(post(PATH, &request)).await;
+            assert_eq!(response.status, StatusCode::FORBIDDEN);
+            assert_eq!(
+                body_json(&response),
+                json!({"errcode": "M_FORBIDDEN", "error": "Delegation of delayed events is only supported for full access users"})
+            );
+            Harness::assert_cors(&response.headers);
+            assert_eq!(harness.state.delegation.local_jobs(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_claimed_user_mismatch_is_unauthorised() {
+            let harness = Harness::start(Reply::Room).await;
+            let mut request = full_access_body();
+            request["member"]["claimed_user_id"] = json!("@mallory:example.com");
+            let response = harness.send(post(PATH, &request)).await;
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(body_json(&response)["errcode"], "M_UNAUTHORIZED");
+        }
+
+        #[tokio::test]
+        async fn validation_comes_before_any_lookup() {
+            let harness = Harness::start(Reply::Room).await;
+            let response = harness.send(post(PATH, &json!({}))).await;
+            assert_eq!(response.status, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                body_json(&response)["error"],
+                "The request body is missing `room_id` or `slot_id`"
+            );
+            let response = harness
+                .send(Harness::request(Method::POST, PATH, "nope"))
+                .await;
+            assert_eq!(body_json(&response)["errcode"], "M_NOT_JSON");
+            for method in [Method::GET, Method::PUT] {
+                let response = harness.send(Harness::request(method, PATH, "")).await;
+                assert_eq!(response.status, StatusCode::METHOD_NOT_ALLOWED);
+                Harness::assert_cors(&response.headers);
+            }
+            let response = harness
+                .send(Harness::request(Method::OPTIONS, PATH, ""))
+                .await;
+            assert_eq!(response.status, StatusCode::OK);
+            assert!(harness.openid.calls().is_empty());
+        }
+
+        #[tokio::test]
+        async fn after_shutdown_delegation_is_503_on_every_endpoint() {
+            let harness = Harness::start(Reply::Room).await;
+            harness.state.delegation.shutdown().await;
+            let expected = json!({"errcode": "M_UNKNOWN", "error": "Service is shutting down"});
+            let response = harness.send(post(PATH, &full_access_body())).await;
+            assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body_json(&response), expected);
+            let mut token_request = full_access_body();
+            token_request["slot_id"] = json!("m.call#ROOM");
+            let response = harness.send(post("/get_token", &token_request)).await;
+            assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body_json(&response), expected);
+            // Without delay fields a token is still issued.
+            let mut plain = token_request.clone();
+            plain
+                .as_object_mut()
+                .expect("object")
+                .retain(|k, _| !k.starts_with("delay_"));
+            let response = harness.send(post("/get_token", &plain)).await;
+            assert_eq!(response.status, StatusCode::OK);
+        }
+
+        #[tokio::test]
+        async fn token_endpoints_add_a_job_after_creating_the_room() {
+            let harness = Harness::start(Reply::Room).await;
+            let response = harness.send(post("/get_token", &full_access_body())).await;
+            assert_eq!(response.status, StatusCode::OK);
+            assert_eq!(harness.livekit.calls().len(), 1);
+            assert_eq!(harness.state.delegation.local_jobs(), 1);
+            let legacy = json!({
+                "room": "!room:example.com",
+                "openid_token": {"access_token": "good-token", "matrix_server_name": "example.com"},
+                "device_id": "D",
+                "delay_id": "syd_y",
+                "delay_timeout": 10000,
+            });
+            let response = harness.send(post("/sfu/get", &legacy)).await;
+            assert_eq!(response.status, StatusCode::OK);
+            assert_eq!(harness.state.delegation.local_jobs(), 2);
+        }
+
+        #[tokio::test]
+        async fn a_failed_room_creation_adds_no_job() {
+            let harness = Harness::start(Reply::Error(500, "internal")).await;
+            let response = harness.send(post("/get_token", &full_access_body())).await;
+            assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(harness.state.delegation.local_jobs(), 0);
+        }
+
+        #[tokio::test]
+        async fn webhooks_always_get_an_empty_200_and_failures_are_counted() {
+            let harness = Harness::start(Reply::Room).await;
+            for (method, body) in [(Method::POST, "{}"), (Method::GET, ""), (Method::PUT, "x")] {
+                let response = harness
+                    .send(Harness::request(method, "/sfu_webhook", body))
+                    .await;
+                assert_eq!(response.status, StatusCode::OK);
+                assert!(response.body.is_empty());
+                assert!(
+                    response
+                        .headers
+                        .get("access-control-allow-origin")
+                        .is_none()
+                );
+            }
+            let metrics = harness.state.metrics.encode();
+            assert!(
+                metrics.contains(r#"matrixrtc_auth_webhooks_total{outcome="rejected"} 3"#),
+                "{metrics}"
+            );
+        }
+    }
 }

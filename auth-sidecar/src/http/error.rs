@@ -74,6 +74,20 @@ impl MatrixError {
         )
     }
 
+    /// 403 `M_FORBIDDEN` (`/delegate_delayed_leave` for a restricted user).
+    pub const fn forbidden(error: &'static str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", error)
+    }
+
+    /// 503 `M_UNKNOWN`: a delegation arrived while the service shuts down.
+    pub const fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            "Service is shutting down",
+        )
+    }
+
     /// 413 `M_TOO_LARGE`: the body is over the limit (the reference reads any size).
     pub const fn too_large() -> Self {
         Self::new(

@@ -54,8 +54,8 @@ mod tests {
         for path in [
             "/",
             "/get_token/",
-            "/delegate_delayed_leave",
-            "/sfu_webhook",
+            "/delegate_delayed_leave/",
+            "/sfu_webhook/x",
             "/healthz/x",
             "/GET_TOKEN",
         ] {

@@ -1,12 +1,13 @@
 //! The part of a token request that both token endpoints share once the body is valid: the
-//! per-homeserver limit, the OpenID check, the full-access decision, minting, room creation and (next
-//! issue) delegation.
+//! per-homeserver limit, the OpenID check, the full-access decision, minting, room creation and
+//! delegation.
 
 use std::time::SystemTime;
 
-use super::AppState;
 use super::error::MatrixError;
 use super::request::{Delegation, OpenId};
+use super::{AppState, delegate};
+use crate::delegation::JobKey;
 use crate::livekit::grant;
 
 /// 400 for a restricted user who sends delay fields (row 6).
@@ -27,9 +28,10 @@ pub async fn authenticate(state: &AppState, openid: &OpenId) -> Result<Authentic
         .limits
         .check_homeserver(&openid.server_name, &state.metrics)?;
     let full_access = state.full_access.allows(&openid.server_name);
+    let trusted = state.full_access.names(&openid.server_name);
     match state
         .openid
-        .lookup(&openid.server_name, &openid.access_token, full_access)
+        .lookup(&openid.server_name, &openid.access_token, trusted)
         .await
     {
         Ok(user_id) => Ok(Authenticated {
@@ -86,28 +88,34 @@ pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, Matrix
     Ok(state.token_response.body(&jwt))
 }
 
-/// **The delegation seam.** For a full-access user: make sure the LiveKit room exists and, when the
-/// request carries a [`Delegation`], hand the client's delayed leave event over to the service.
-///
-/// Delegation is the next issue. It belongs here and only here, in this order (spec §1.2 rows 8a–8d):
-/// resolve the client-server API of `grant.server_name` (400 `Unable to resolve client-server API`)
-/// *before* creating the room, then create the room, then add and persist the job keyed by
-/// (`grant.room_alias`, `grant.identity`) before returning (503 when shutting down). Until then a
-/// delegation request simply gets its token.
+/// For a full-access user: make sure the LiveKit room exists and, when the request carries a
+/// [`Delegation`], hand the client's delayed leave event over to the delegation engine. The order is the
+/// reference's (spec §1.2 rows 8a–8d): resolve the client-server API of the user's homeserver first (so
+/// an unusable one creates nothing), then create the room, then add and persist the job keyed by
+/// (room alias, identity) before the response goes out.
 async fn prepare_room_and_delegation(
     state: &AppState,
     grant: &Grant<'_>,
 ) -> Result<(), MatrixError> {
     if grant.delegation.is_some() {
-        // Never log the delay ID: it is the capability to send or restart the event.
-        tracing::debug!(
-            user_id = %grant.user.user_id,
-            server_name = %grant.server_name,
-            room = %grant.room_alias,
-            "delegation of delayed leave events is not enabled yet; issuing the token only"
-        );
+        delegate::resolve_client_api(state, grant.server_name).await?;
     }
-    create_room(state, &grant.room_alias).await
+    create_room(state, &grant.room_alias).await?;
+    if let Some(delegation) = &grant.delegation {
+        let key = JobKey {
+            room: grant.room_alias.clone(),
+            identity: grant.identity.clone(),
+        };
+        delegate::add_job(
+            state,
+            key,
+            grant.server_name,
+            delegation.delay_id.clone(),
+            delegation.delay_timeout,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Row 8b: LiveKit `CreateRoom`; an existing room is fine.

@@ -6,6 +6,7 @@
 //! response, a metric per answer); see [`admit`] and [`answer`].
 
 pub mod cors;
+pub mod delegate;
 pub mod error;
 pub mod get_token;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod request;
 pub mod sfu_get;
+pub mod webhook;
 
 mod issue;
 #[cfg(test)]
@@ -34,9 +36,12 @@ use self::error::MatrixError;
 use self::limits::RateLimits;
 use crate::config::FullAccess;
 use crate::contract::path;
+use crate::delegation::Delegation;
 use crate::go_json;
 use crate::livekit::keys::KeySet;
 use crate::livekit::twirp::RoomService;
+use crate::livekit::webhook::WebhookVerifier;
+use crate::matrix::client_api::ClientApi;
 use crate::matrix::openid::OpenIdVerifier;
 use crate::telemetry::Metrics;
 
@@ -102,6 +107,12 @@ pub struct AppState {
     pub limits: RateLimits,
     pub metrics: Arc<Metrics>,
     pub token_response: TokenResponse,
+    /// Delegated delayed leaves.
+    pub delegation: Delegation,
+    /// Where homeservers' client-server APIs are (checked before a job is accepted).
+    pub client_api: Arc<ClientApi>,
+    /// Verifies `/sfu_webhook` calls.
+    pub webhooks: WebhookVerifier,
 }
 
 /// The service's routes.
@@ -109,6 +120,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(path::GET_TOKEN, any(get_token::handle))
         .route(path::SFU_GET, any(sfu_get::handle))
+        .route(path::DELEGATE_DELAYED_LEAVE, any(delegate::handle))
+        .route(path::SFU_WEBHOOK, any(webhook::handle))
         .route(path::HEALTHZ, any(health::handle))
         .route(path::METRICS, any(metrics::handle))
         .fallback(not_found)

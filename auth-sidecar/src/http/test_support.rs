@@ -17,9 +17,14 @@ use super::limits::RateLimits;
 use super::{AppState, OpenIdLookup, TokenResponse, router};
 use crate::config::{FullAccess, RateLimit};
 use crate::contract::env;
+use crate::delegation::{self, Delegation, LookupError, ParticipantLookup};
 use crate::livekit::fake::{FakeLiveKit, Reply, http_client};
 use crate::livekit::keys::KeySet;
 use crate::livekit::twirp::RoomService;
+use crate::livekit::webhook::WebhookVerifier;
+use crate::matrix::client_api::{ClientApi, Reach};
+use crate::matrix::guard::Guard;
+use crate::outbound::{Outbound, OutboundSettings};
 use crate::telemetry::Metrics;
 
 /// A homeserver that knows two tokens: `good-token` of `@alice:example.com` (full-access) and
@@ -55,6 +60,23 @@ impl OpenIdLookup for FakeOpenId {
     }
 }
 
+/// A LiveKit in which nobody is ever present (keeps the delegation engine from calling the fake).
+struct NobodyThere;
+
+impl ParticipantLookup for NobodyThere {
+    fn is_present<'a>(
+        &'a self,
+        _room: &'a str,
+        _identity: &'a str,
+    ) -> BoxFuture<'a, Result<bool, LookupError>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// Where `example.com`'s client-server API is said to be: nothing listens there, so a job's calls fail
+/// quickly; no test here waits for them.
+pub const CS_API_URL: &str = "http://127.0.0.1:9";
+
 /// A response, read in full.
 pub struct Answer {
     pub status: StatusCode,
@@ -87,9 +109,32 @@ impl Harness {
         let keys = Arc::new(KeySet::single("test-key".into(), SECRET.into()).unwrap());
         let openid = Arc::new(FakeOpenId::default());
         let parse = |var, v: Option<&str>| v.map(|v| RateLimit::parse(var, v).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let outbound = Outbound::new(&OutboundSettings::default()).unwrap();
+        let reach = Reach::new(
+            &outbound,
+            Arc::new(Guard::default()),
+            Arc::clone(&metrics),
+            FullAccess::parse("example.com"),
+        )
+        .unwrap();
+        let client_api = Arc::new(ClientApi::new(
+            reach,
+            [("example.com".to_owned(), CS_API_URL.to_owned())].into(),
+            ClientApi::CACHE_TTL,
+        ));
+        let delegation = Delegation::start(
+            delegation::Settings::default(),
+            Arc::clone(&client_api) as _,
+            Arc::new(NobodyThere),
+            Arc::clone(&metrics),
+        )
+        .await
+        .unwrap();
         let state = Arc::new(AppState {
             openid: Arc::clone(&openid) as Arc<dyn OpenIdLookup>,
             rooms: RoomService::new(&livekit_url, Arc::clone(&keys), http_client()).unwrap(),
+            webhooks: WebhookVerifier::new(Arc::clone(&keys)),
             keys,
             full_access: FullAccess::parse("example.com"),
             limits: RateLimits::new(
@@ -97,8 +142,10 @@ impl Harness {
                 parse(env::LIVEKIT_RATE_LIMIT_PER_HOMESERVER, per_homeserver),
                 Vec::new(),
             ),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             token_response: TokenResponse::new(&livekit_url),
+            delegation,
+            client_api,
         });
         Self {
             state,

@@ -9,13 +9,15 @@
 //! Where the reference dereferences a missing `room` or `participant` and drops the connection, this
 //! module reports a [`WebhookError::Malformed`] instead; the endpoint answers 200 either way.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use super::keys::KeySet;
 
 /// `livekit.DisconnectReason.CLIENT_INITIATED`.
 const CLIENT_INITIATED_NAME: &str = "CLIENT_INITIATED";
@@ -67,18 +69,10 @@ pub struct Notification {
 }
 
 /// Checks webhook signatures against the API keys LiveKit may sign with.
+#[derive(Debug)]
 pub struct WebhookVerifier {
-    secrets: HashMap<String, DecodingKey>,
+    keys: Arc<KeySet>,
     validation: Validation,
-}
-
-impl std::fmt::Debug for WebhookVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Key names only: secrets never reach a log.
-        f.debug_struct("WebhookVerifier")
-            .field("keys", &self.secrets.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
 }
 
 /// The claims of a LiveKit webhook token that matter here.
@@ -91,21 +85,14 @@ struct WebhookClaims {
 }
 
 impl WebhookVerifier {
-    /// A verifier that accepts tokens issued by any of `keys` (API key, secret).
-    pub fn new<'a>(keys: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
-        let secrets = keys
-            .into_iter()
-            .map(|(key, secret)| (key.to_owned(), DecodingKey::from_secret(secret)))
-            .collect();
+    /// A verifier that accepts tokens issued by any of the service's API keys.
+    pub fn new(keys: Arc<KeySet>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // LiveKit's tokens carry exp and nbf; both are checked when present, with the usual minute of
         // leeway for clock skew. Nothing else is required: `iss` selects the key and `sha256` is below.
         validation.required_spec_claims.clear();
         validation.validate_nbf = true;
-        Self {
-            secrets,
-            validation,
-        }
+        Self { keys, validation }
     }
 
     /// Verifies a webhook and extracts the participant change it reports, if any. `Ok(None)` is a valid
@@ -122,10 +109,11 @@ impl WebhookVerifier {
         let unverified: WebhookClaims = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(WebhookError::NotAToken)?;
         let secret = self
-            .secrets
-            .get(&unverified.iss)
+            .keys
+            .secret_for(&unverified.iss)
             .ok_or(WebhookError::UnknownKey)?;
-        let claims = jsonwebtoken::decode::<WebhookClaims>(token, secret, &self.validation)
+        let secret = DecodingKey::from_secret(secret.as_bytes());
+        let claims = jsonwebtoken::decode::<WebhookClaims>(token, &secret, &self.validation)
             .map_err(WebhookError::Rejected)?
             .claims;
         if claims.sha256 != STANDARD.encode(Sha256::digest(body)) {
@@ -216,13 +204,19 @@ mod tests {
 
     const KEY: &str = "APIkey";
     const SECRET: &[u8] = b"a-secret-of-reasonable-length-000";
+    const OTHER_SECRET: &[u8] = b"another-secret";
 
     fn now() -> i64 {
         i64::try_from(jsonwebtoken::get_current_timestamp()).expect("timestamp fits i64")
     }
 
     fn verifier() -> WebhookVerifier {
-        WebhookVerifier::new([(KEY, SECRET), ("second", b"another-secret".as_slice())])
+        let yaml = format!(
+            "{KEY}: {}\nsecond: {}\n",
+            String::from_utf8_lossy(SECRET),
+            String::from_utf8_lossy(OTHER_SECRET)
+        );
+        WebhookVerifier::new(Arc::new(KeySet::from_yaml(&yaml).expect("keys")))
     }
 
     fn token_with(claims: serde_json::Value, secret: &[u8]) -> String {
@@ -392,10 +386,7 @@ mod tests {
             assert!(error.is_verification_failure(), "{case}: {error}");
         }
         // The second configured key verifies too.
-        let other = token_with(
-            claims("second", now(), now() + 60),
-            b"another-secret".as_slice(),
-        );
+        let other = token_with(claims("second", now(), now() + 60), OTHER_SECRET);
         assert!(verifier().verify(Some(&other), body.as_bytes()).is_ok());
     }
 

@@ -5,18 +5,28 @@
 //! discoveries (4 h), else from `https://<server_name>/.well-known/matrix/client`. The `delay_cs_api_url`
 //! a client sends is never used: pointing us at an arbitrary URL would make the service a request proxy.
 //!
+//! Who is contacted how: overrides and homeservers the operator named in
+//! `LIVEKIT_FULL_ACCESS_HOMESERVERS` are trusted. Homeservers that are full-access only through `*` are
+//! not (anyone can run one), so their `.well-known` lookup and their calls go through the SSRF guard,
+//! like the OpenID lookup: a discovered base URL may not point into the service's own network.
+//!
 //! The delay ID is the capability to act on the event, so it is treated as a secret: it never appears in
 //! an error or a log line produced here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use url::Url;
 
+use super::guard::{Guard, GuardedResolver, Refusal};
+use crate::config::FullAccess;
 use crate::delegation::retry::{self, Action, Reply};
+use crate::outbound::Outbound;
+use crate::telemetry::Metrics;
 
 /// `.well-known/matrix/client` bodies above this size are refused.
 const WELL_KNOWN_LIMIT: usize = 64 * 1024;
@@ -46,16 +56,97 @@ pub enum ClientApiError {
     Invalid { server_name: String, reason: String },
     #[error("client-server API URL {url:?} of {server_name} is not an http(s) URL")]
     BadUrl { server_name: String, url: String },
+    #[error("client-server API of {server_name} refused: {refusal}")]
+    Refused {
+        server_name: String,
+        refusal: Refusal,
+    },
     #[error("the delay ID cannot be written as one URL path segment")]
     UnaddressableDelayId,
 }
 
+/// The HTTP clients, by how far a homeserver is trusted.
+pub struct Reach {
+    /// For overrides and homeservers the operator named.
+    trusted: reqwest::Client,
+    /// For everyone else: DNS answers and redirects pass the SSRF guard.
+    guarded: reqwest::Client,
+    guard: Arc<Guard>,
+    metrics: Arc<Metrics>,
+    full_access: FullAccess,
+}
+
+impl Reach {
+    /// Clients over the shared outbound setup. `full_access` decides who is trusted (named, not `*`).
+    pub fn new(
+        outbound: &Outbound,
+        guard: Arc<Guard>,
+        metrics: Arc<Metrics>,
+        full_access: FullAccess,
+    ) -> Result<Self, reqwest::Error> {
+        let guarded = outbound
+            .client_builder()
+            .redirect(super::discovery::redirect_policy(Some((
+                Arc::clone(&guard),
+                Arc::clone(&metrics),
+            ))))
+            .dns_resolver(Arc::new(GuardedResolver {
+                dns: Arc::clone(outbound.dns()),
+                guard: Arc::clone(&guard),
+                metrics: Arc::clone(&metrics),
+            }))
+            .build()?;
+        Ok(Self {
+            trusted: outbound.http().clone(),
+            guarded,
+            guard,
+            metrics,
+            full_access,
+        })
+    }
+
+    fn client(&self, trusted: bool) -> &reqwest::Client {
+        if trusted {
+            &self.trusted
+        } else {
+            &self.guarded
+        }
+    }
+
+    /// For an untrusted homeserver, refuses a URL whose host is a guarded IP literal (host names are
+    /// checked when they resolve).
+    fn check(&self, server_name: &str, url: &Url, trusted: bool) -> Result<(), ClientApiError> {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        if trusted {
+            return Ok(());
+        }
+        self.guard.check(literal).map_err(|refusal| {
+            self.metrics.outbound_refused();
+            ClientApiError::Refused {
+                server_name: server_name.to_owned(),
+                refusal,
+            }
+        })
+    }
+}
+
+/// A client-server API base URL and whether its homeserver is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Base {
+    pub url: Url,
+    pub trusted: bool,
+}
+
 /// Finds client-server APIs and calls their delayed-event endpoints.
 pub struct ClientApi {
-    http: reqwest::Client,
+    reach: Reach,
     overrides: HashMap<String, String>,
     cache_ttl: Duration,
-    cache: Mutex<HashMap<String, (Url, Instant)>>,
+    cache: Mutex<HashMap<String, (Base, Instant)>>,
 }
 
 impl std::fmt::Debug for ClientApi {
@@ -73,13 +164,9 @@ impl ClientApi {
 
     /// `overrides` maps a server name (exact string) to a base URL, as parsed from
     /// `LIVEKIT_CS_API_URL_OVERRIDES`.
-    pub fn new(
-        http: reqwest::Client,
-        overrides: HashMap<String, String>,
-        cache_ttl: Duration,
-    ) -> Self {
+    pub fn new(reach: Reach, overrides: HashMap<String, String>, cache_ttl: Duration) -> Self {
         Self {
-            http,
+            reach,
             overrides,
             cache_ttl,
             cache: Mutex::default(),
@@ -87,17 +174,24 @@ impl ClientApi {
     }
 
     /// The client-server API base URL of `server_name`: override, then cache, then `.well-known`.
-    pub async fn resolve(&self, server_name: &str) -> Result<Url, ClientApiError> {
+    pub async fn resolve(&self, server_name: &str) -> Result<Base, ClientApiError> {
         if let Some(url) = self.overrides.get(server_name) {
-            return parse_base(server_name, url);
+            // The operator wrote this URL down: trusted.
+            return Ok(Base {
+                url: parse_base(server_name, url)?,
+                trusted: true,
+            });
         }
-        if let Some(url) = self.cached(server_name) {
-            return Ok(url);
+        if let Some(base) = self.cached(server_name) {
+            return Ok(base);
         }
-        let url = self.discover(server_name).await?;
+        let trusted = self.reach.full_access.names(server_name);
+        let url = self.discover(server_name, trusted).await?;
+        self.reach.check(server_name, &url, trusted)?;
+        let base = Base { url, trusted };
         self.lock_cache()
-            .insert(server_name.to_owned(), (url.clone(), Instant::now()));
-        Ok(url)
+            .insert(server_name.to_owned(), (base.clone(), Instant::now()));
+        Ok(base)
     }
 
     /// Resolves the homeserver's API and performs one `restart` or `send` attempt.
@@ -108,18 +202,18 @@ impl ClientApi {
         action: Action,
     ) -> Result<Reply, ClientApiError> {
         let base = self.resolve(server_name).await?;
-        let url = delayed_event_url(&base, delay_id, action)?;
-        Ok(self.post_empty_object(url).await)
+        let url = delayed_event_url(&base.url, delay_id, action)?;
+        Ok(self.post_empty_object(url, base.trusted).await)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Url, Instant)>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Base, Instant)>> {
         super::lock(&self.cache)
     }
 
-    fn cached(&self, server_name: &str) -> Option<Url> {
+    fn cached(&self, server_name: &str) -> Option<Base> {
         let mut cache = self.lock_cache();
         match cache.get(server_name) {
-            Some((url, at)) if at.elapsed() < self.cache_ttl => Some(url.clone()),
+            Some((base, at)) if at.elapsed() < self.cache_ttl => Some(base.clone()),
             Some(_) => {
                 cache.remove(server_name);
                 None
@@ -128,15 +222,18 @@ impl ClientApi {
         }
     }
 
-    async fn discover(&self, server_name: &str) -> Result<Url, ClientApiError> {
+    async fn discover(&self, server_name: &str, trusted: bool) -> Result<Url, ClientApiError> {
         let fetch_error = |reason: String| ClientApiError::Fetch {
             server_name: server_name.to_owned(),
             reason,
         };
-        let url = format!("https://{server_name}/.well-known/matrix/client");
+        let url = Url::parse(&format!("https://{server_name}/.well-known/matrix/client"))
+            .map_err(|error| fetch_error(format!("not a server name: {error}")))?;
+        self.reach.check(server_name, &url, trusted)?;
         let mut response = self
-            .http
-            .get(&url)
+            .reach
+            .client(trusted)
+            .get(url)
             .timeout(WELL_KNOWN_TIMEOUT)
             .send()
             .await
@@ -146,7 +243,7 @@ impl ClientApi {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| fetch_error(error.to_string()))?
+            .map_err(|error| fetch_error(super::error_chain(&error)))?
         {
             body.extend_from_slice(&chunk);
             if body.len() > WELL_KNOWN_LIMIT {
@@ -160,9 +257,10 @@ impl ClientApi {
         parse_base(server_name, &base_url)
     }
 
-    async fn post_empty_object(&self, url: Url) -> Reply {
+    async fn post_empty_object(&self, url: Url, trusted: bool) -> Reply {
         let sent = self
-            .http
+            .reach
+            .client(trusted)
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .body("{}")
@@ -274,6 +372,9 @@ pub fn delayed_event_url(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{
+        Answer as TlsAnswer, FakeDns, TestServer, bounded, outbound, settings,
+    };
     use super::*;
 
     fn base(url: &str) -> Url {
@@ -358,21 +459,41 @@ mod tests {
         }
     }
 
-    fn http_client() -> reqwest::Client {
-        // reqwest is built without a default TLS provider; the service installs ring at startup.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+    /// A `ClientApi` whose only named (trusted) homeserver list is `full_access`, with `allowed` ranges
+    /// re-opened in the SSRF guard and fake DNS.
+    fn api_with(
+        full_access: &str,
+        allowed: &[&str],
+        dns: FakeDns,
+        overrides: &[(&str, &str)],
+        ttl: Duration,
+    ) -> ClientApi {
+        let mut settings = settings();
+        settings.allowed_ranges = allowed.iter().map(|r| r.parse().expect("CIDR")).collect();
+        let outbound = outbound(&settings, Arc::new(dns));
+        let reach = Reach::new(
+            &outbound,
+            Arc::new(Guard::new(settings.allowed_ranges.clone())),
+            Arc::new(Metrics::new()),
+            FullAccess::parse(full_access),
+        )
+        .expect("clients");
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ClientApi::new(reach, overrides, ttl)
     }
 
     fn client_api(overrides: &[(&str, &str)], ttl: Duration) -> ClientApi {
-        ClientApi::new(
-            http_client(),
-            overrides
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ttl,
-        )
+        api_with("hs.example", &[], FakeDns::default(), overrides, ttl)
+    }
+
+    fn trusted(url: &str) -> Base {
+        Base {
+            url: base(url),
+            trusted: true,
+        }
     }
 
     #[tokio::test]
@@ -383,27 +504,27 @@ mod tests {
         );
         api.lock_cache().insert(
             "hs.example".into(),
-            (base("https://from-cache"), Instant::now()),
+            (trusted("https://from-cache"), Instant::now()),
         );
         assert_eq!(
-            api.resolve("hs.example").await.expect("override").as_str(),
-            "http://synapse:8008/"
+            api.resolve("hs.example").await.expect("override"),
+            trusted("http://synapse:8008/")
         );
 
         api.lock_cache().insert(
             "cached.example".into(),
-            (base("https://cached-api"), Instant::now()),
+            (trusted("https://cached-api"), Instant::now()),
         );
         assert_eq!(
-            api.resolve("cached.example").await.expect("cache").as_str(),
-            "https://cached-api/"
+            api.resolve("cached.example").await.expect("cache"),
+            trusted("https://cached-api/")
         );
 
         // An expired entry is dropped (and discovery would run).
         let expired = client_api(&[], Duration::ZERO);
         expired.lock_cache().insert(
             "old.example".into(),
-            (base("https://cached-api"), Instant::now()),
+            (trusted("https://cached-api"), Instant::now()),
         );
         assert_eq!(expired.cached("old.example"), None);
         assert!(expired.lock_cache().is_empty());
@@ -428,7 +549,7 @@ mod tests {
 
     /// One recorded request of the fake client-server API below.
     #[derive(Debug, Clone)]
-    struct Seen {
+    struct Recorded {
         path: String,
         content_type: Option<String>,
         authorization: bool,
@@ -441,7 +562,7 @@ mod tests {
         status: u16,
         headers: &'static [(&'static str, &'static str)],
         body: &'static str,
-    ) -> (String, std::sync::Arc<Mutex<Vec<Seen>>>) {
+    ) -> (String, std::sync::Arc<Mutex<Vec<Recorded>>>) {
         use axum::body::Bytes;
         use axum::http::HeaderMap;
         use axum::response::IntoResponse;
@@ -451,7 +572,7 @@ mod tests {
             move |uri: axum::http::Uri, request_headers: HeaderMap, request_body: Bytes| {
                 let record = record.clone();
                 async move {
-                    record.lock().expect("record").push(Seen {
+                    record.lock().expect("record").push(Recorded {
                         path: uri.path().to_owned(),
                         content_type: request_headers
                             .get(CONTENT_TYPE)
@@ -549,5 +670,102 @@ mod tests {
             .await
             .expect("resolved");
         assert!(matches!(reply, Reply::Transient(_)), "{reply:?}");
+    }
+
+    fn well_known(base_url: &str) -> TlsAnswer {
+        TlsAnswer::json(
+            StatusCode::OK,
+            format!(r#"{{"m.homeserver":{{"base_url":"{base_url}"}}}}"#),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_named_homeserver_is_discovered_through_well_known_and_cached() {
+        bounded(async {
+            let server = TestServer::start(|_| well_known("https://matrix.hs.test/prefix")).await;
+            let name = format!("127.0.0.1:{}", server.port());
+            let api = api_with(&name, &[], FakeDns::default(), &[], ClientApi::CACHE_TTL);
+            let resolved = api.resolve(&name).await.expect("discovered");
+            assert_eq!(resolved, trusted("https://matrix.hs.test/prefix"));
+            assert_eq!(
+                server.seen()[0].path_and_query,
+                "/.well-known/matrix/client"
+            );
+            api.resolve(&name).await.expect("cached");
+            assert_eq!(
+                server.seen().len(),
+                1,
+                "the second lookup is served from the cache"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_discovery_is_not_cached() {
+        bounded(async {
+            let server = TestServer::start(|_| TlsAnswer::json(StatusCode::NOT_FOUND, "{}")).await;
+            let name = format!("127.0.0.1:{}", server.port());
+            let api = api_with(&name, &[], FakeDns::default(), &[], ClientApi::CACHE_TTL);
+            for _ in 0..2 {
+                assert!(matches!(
+                    api.resolve(&name).await,
+                    Err(ClientApiError::NotPublished { .. })
+                ));
+            }
+            assert_eq!(server.seen().len(), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn homeservers_trusted_only_through_the_wildcard_pass_the_ssrf_guard() {
+        bounded(async {
+            let server = TestServer::start(|seen| {
+                if seen
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("hs.test"))
+                {
+                    well_known("http://10.1.2.3:8008")
+                } else {
+                    well_known("https://public.example")
+                }
+            })
+            .await;
+            // A loopback literal is refused before any connection.
+            let literal = format!("127.0.0.1:{}", server.port());
+            let api = api_with("*", &[], FakeDns::default(), &[], ClientApi::CACHE_TTL);
+            assert!(matches!(
+                api.resolve(&literal).await,
+                Err(ClientApiError::Refused { .. })
+            ));
+            // A name resolving to loopback is refused by the guarded resolver.
+            let dns = || FakeDns::default().ip("hs.test", "127.0.0.1");
+            let named = format!("hs.test:{}", server.port());
+            let api = api_with("*", &[], dns(), &[], ClientApi::CACHE_TTL);
+            assert!(matches!(
+                api.resolve(&named).await,
+                Err(ClientApiError::Fetch { .. })
+            ));
+            assert_eq!(server.connections(), 0, "nothing reached the server");
+            // With loopback allowed, the lookup works, but the private base URL it names is refused.
+            let api = api_with("*", &["127.0.0.0/8"], dns(), &[], ClientApi::CACHE_TTL);
+            assert!(matches!(
+                api.resolve(&named).await,
+                Err(ClientApiError::Refused { .. })
+            ));
+            // A public base URL is fine, and remembered as untrusted.
+            let api = api_with("*", &["127.0.0.0/8"], dns(), &[], ClientApi::CACHE_TTL);
+            let resolved = api.resolve(&literal).await.expect("public base URL");
+            assert_eq!(
+                resolved,
+                Base {
+                    url: base("https://public.example"),
+                    trusted: false
+                }
+            );
+        })
+        .await;
     }
 }

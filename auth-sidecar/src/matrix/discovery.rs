@@ -445,7 +445,9 @@ fn evict(cache: &mut HashMap<Box<str>, Slot>, now: Instant) {
 
 /// Follows at most [`MAX_REDIRECTS`] redirects, HTTPS only (the client is `https_only`); with a guard,
 /// never to a refused IP literal (host names go through the guarded resolver).
-fn redirect_policy(guard: Option<(Arc<Guard>, Arc<Metrics>)>) -> reqwest::redirect::Policy {
+pub(crate) fn redirect_policy(
+    guard: Option<(Arc<Guard>, Arc<Metrics>)>,
+) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));

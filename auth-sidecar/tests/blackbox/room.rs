@@ -103,27 +103,39 @@ async fn unreachable_livekit_is_internal_error() {
     .await;
 }
 
-/// `*` alone makes everyone full-access (and trusted by the SSRF guard, as full-access servers are).
+/// `*` alone makes everyone full-access. It trusts no one, though: the SSRF guard still keeps a wildcard
+/// user's homeserver off loopback unless the allowlist says otherwise (otherwise any client could aim the
+/// service at an internal address by naming it as its homeserver).
 #[tokio::test]
-async fn wildcard_alone_grants_full_access() {
+async fn wildcard_alone_grants_full_access_but_no_trust() {
     bounded(async {
         let world = World::start().await;
         let user = world.hs.add_user("token-alice", "alice");
-        let service = world
+        let request = body::get_token(&world.hs.server_name(), "token-alice", &user);
+
+        let untrusting = world
             .service()
             .set("LIVEKIT_FULL_ACCESS_HOMESERVERS", "*")
             .start()
             .await;
+        let response = untrusting.post_json(PATH, &request).await;
+        body::assert_unauthorized(&response);
+        assert_eq!(world.hs.connection_count(), 0, "loopback stays off limits");
 
-        let response = service
-            .post_json(
-                PATH,
-                &body::get_token(&world.hs.server_name(), "token-alice", &user),
-            )
+        let service = world
+            .service()
+            .set("LIVEKIT_FULL_ACCESS_HOMESERVERS", "*")
+            .set("LIVEKIT_OUTBOUND_IP_ALLOWLIST", "127.0.0.0/8")
+            .start()
             .await;
+        let response = service.post_json(PATH, &request).await;
 
         assert_eq!(response.status, 200, "{}", response.text());
-        assert_eq!(world.livekit.calls().len(), 1);
+        assert_eq!(
+            world.livekit.calls().len(),
+            1,
+            "full access: the room is created"
+        );
     })
     .await;
 }

@@ -26,10 +26,10 @@ namespace, or into a Role in each watched namespace. Keep in step with docs/rbac
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Events that explain what the operator did or why it could not.
+# Events that explain what the operator did or why it could not; each one is new, never patched.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*

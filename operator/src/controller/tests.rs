@@ -801,6 +801,18 @@ async fn the_running_controller_reconciles_repairs_follows_secrets_and_then_idle
     })
     .await;
 
+    // A CR that no longer deserialises is reported, and the watch (and the other CRs) carry on.
+    h.fake.edit::<MatrixRTCTransport>(NS, NAME, |cr| {
+        cr["spec"]["livekit"] = json!({"managed": {"replicas": "two"}});
+    });
+    let unreadable = || {
+        h.fake
+            .get_value::<MatrixRTCTransport>(NS, NAME)
+            .and_then(|cr| cr["status"]["conditions"].as_array().cloned())
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "UnreadableSpec"))
+    };
+    wait_for("the unreadable CR to be reported", 10, unreadable).await;
+
     // A CR waiting for its credentials Secret is reconciled when the Secret appears, well before its 5 s
     // backoff would retry: the Secret watch maps it to the CR.
     let mut spec = minimal_spec();
@@ -862,4 +874,35 @@ async fn the_running_controller_reconciles_repairs_follows_secrets_and_then_idle
         .await
         .expect("the controller stops on the signal")
         .unwrap();
+}
+
+#[tokio::test]
+async fn validation_warnings_are_published_once_per_generation() {
+    let h = Harness::new();
+    let mut spec = minimal_spec();
+    // A NodePort outside the default node port range: valid, but worth a warning.
+    spec["livekit"] = json!({"managed": {"media": {"tcp": {"port": 7881}}}});
+    h.create(spec);
+    let warnings = |h: &Harness| {
+        h.events()
+            .into_iter()
+            .filter(|e| e["reason"] == "SpecWarning")
+            .count()
+    };
+    h.reconcile().await.unwrap();
+    assert_eq!(warnings(&h), 1);
+    assert_eq!(
+        h.condition("Degraded").0,
+        "False",
+        "a warning is not a degradation"
+    );
+    h.reconcile().await.unwrap();
+    assert_eq!(warnings(&h), 1, "not repeated for the same generation");
+    h.edit_spec(|spec| spec["host"] = json!("rtc2.example.com"));
+    h.reconcile().await.unwrap();
+    assert_eq!(
+        warnings(&h),
+        2,
+        "repeated for a new generation that still has the problem"
+    );
 }

@@ -435,6 +435,10 @@ async fn recreate(
 }
 
 /// Once settled, nothing the operator owns (nor the CR) is written for 15 s.
+///
+/// "Settled" first: pods that become ready (or not) change their Deployment's status, and the operator then
+/// rightly updates the CR's status; so wait (bounded) until two snapshots 5 s apart agree. A hot loop never
+/// settles and fails here too.
 async fn steady(
     client: &Client,
     namespace: &str,
@@ -443,7 +447,6 @@ async fn steady(
     name: &str,
 ) -> Result<(), Failure> {
     wait_for_status(api, name).await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let snapshot = || async {
         let mut versions = BTreeMap::new();
         for child in expected.iter() {
@@ -460,17 +463,39 @@ async fn steady(
         versions.insert(format!("MatrixRTCTransport {name}"), cr.resource_version());
         Ok::<_, Failure>(versions)
     };
+    let moved = |a: &BTreeMap<String, Option<String>>,
+                 b: &BTreeMap<String, Option<String>>|
+     -> Vec<String> {
+        a.keys()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect()
+    };
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut previous = snapshot().await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let current = snapshot().await?;
+        let changed = moved(&previous, &current);
+        if changed.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "never settled within 120 s; still changing: {changed:?}"
+            ));
+        }
+        previous = current;
+    }
+
     let before = snapshot().await?;
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let after = snapshot().await?;
-    let moved: Vec<&String> = before
-        .keys()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .collect();
-    if moved.is_empty() {
+    let changed = moved(&before, &snapshot().await?);
+    if changed.is_empty() {
         Ok(())
     } else {
-        Err(format!("written during a steady state: {moved:?}"))
+        Err(format!("written during a steady state: {changed:?}"))
     }
 }
 

@@ -44,6 +44,11 @@ async fn a_job_that_never_connects_sends_after_its_timeout() {
         assert_eq!(call.body, "{}");
         assert_eq!(call.content_type.as_deref(), Some("application/json"));
         assert_eq!(call.authorization, None, "the delay ID is the capability");
+        assert!(
+            setup.cs.other_paths().is_empty(),
+            "{:?}",
+            setup.cs.other_paths()
+        );
     })
     .await;
 }
@@ -440,10 +445,15 @@ async fn webhooks_that_are_not_from_our_livekit_change_nothing() {
         );
         assert_eq!(service.get("/healthz").await.status, 200, "still alive");
         let metrics = service.get("/metrics").await.text();
-        assert!(
-            metrics.contains(r#"matrixrtc_auth_webhooks_total{outcome="rejected"} 5"#),
-            "{metrics}"
-        );
+        // Five forged, plus the GET without any token; three malformed; the track event ignored.
+        for line in [
+            r#"matrixrtc_auth_webhooks_total{outcome="rejected"} 6"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="malformed"} 3"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="ignored"} 1"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="delivered"} 0"#,
+        ] {
+            assert!(metrics.contains(line), "missing {line} in {metrics}");
+        }
         // The genuine one still works.
         webhook::send(
             &service,
@@ -496,7 +506,13 @@ async fn the_client_server_api_is_discovered_through_well_known() {
 async fn restricted_users_may_not_delegate() {
     bounded(async {
         let setup = Setup::start().await;
-        let service = setup.world.restricted_service().start().await;
+        // The SSRF guard would refuse a restricted homeserver on loopback; the allowlist lets it in.
+        let service = setup
+            .world
+            .restricted_service()
+            .set("LIVEKIT_OUTBOUND_IP_ALLOWLIST", "127.0.0.0/8")
+            .start()
+            .await;
         let user = setup.user("t", "alice");
         let response = service
             .post_json(
@@ -727,6 +743,56 @@ async fn without_redis_a_shutdown_sends_nothing() {
             Some(Some(0))
         );
         assert!(setup.cs.calls().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_are_stored_over_tls_with_a_rediss_url() {
+    bounded(async {
+        let setup = Setup::start().await;
+        let Some(redis) =
+            crate::support::redis::RedisServer::start_tls_or_skip("rediss", &setup.world.pki).await
+        else {
+            return;
+        };
+        // The service trusts the test CA through SSL_CERT_FILE, as for the homeserver.
+        let service = setup
+            .service()
+            .set("LIVEKIT_REDIS_URL", &redis.tls_url())
+            .start()
+            .await;
+        let user = setup.user("t", "alice");
+        let response = service
+            .post_json("/get_token", &setup.body("t", &user, "m1", "syd_tls", 60_000))
+            .await;
+        assert_eq!(response.status, 200);
+        let mut connection = redis.connect().await;
+        let stored: Vec<String> = redis::AsyncCommands::hkeys(&mut connection, "lk-jwt:jobs")
+            .await
+            .expect("HKEYS");
+        assert_eq!(stored, [field(&identity(&user, "m1"))]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_stops_the_start() {
+    bounded(async {
+        let setup = Setup::start().await;
+        let port = crate::support::service::free_port();
+        let exited = setup
+            .service()
+            .set("LIVEKIT_REDIS_URL", &format!("redis://:hunter2@127.0.0.1:{port}"))
+            .run_to_exit()
+            .await;
+        assert_eq!(exited.code, Some(1), "{exited:?}");
+        assert!(
+            exited.stderr.contains("Could not connect Redis store"),
+            "{}",
+            exited.stderr
+        );
+        assert!(!exited.stderr.contains("hunter2"), "the password leaked: {}", exited.stderr);
     })
     .await;
 }

@@ -2,7 +2,9 @@
 //!
 //! Its server name is `127.0.0.1:<port>` (an IP literal with a port, so the service connects to it
 //! directly with no discovery). Tests say what each access token resolves to and read back every
-//! lookup it received. Any other path gets a Matrix 404 and is recorded separately.
+//! lookup it received. It also serves `/.well-known/matrix/client` when a test sets one (the delegation
+//! tests point it at a fake client-server API). Any other path gets a Matrix 404 and is recorded
+//! separately.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,6 +26,8 @@ use super::tls::TestPki;
 
 /// The path the service must call (spec §2).
 pub const USERINFO_PATH: &str = "/_matrix/federation/v1/openid/userinfo";
+/// Client-server API discovery (spec §5.4).
+pub const CLIENT_WELL_KNOWN_PATH: &str = "/.well-known/matrix/client";
 
 /// What the fake answers for one access token.
 #[derive(Clone, Debug)]
@@ -52,6 +56,8 @@ pub struct Lookup {
 #[derive(Default)]
 struct State {
     answers: HashMap<String, Answer>,
+    /// The `.well-known/matrix/client` document; 404 when unset.
+    client_well_known: Option<serde_json::Value>,
     lookups: Vec<Lookup>,
     other_paths: Vec<String>,
 }
@@ -116,6 +122,11 @@ impl FakeHomeserver {
         user
     }
 
+    /// Serves `document` at `/.well-known/matrix/client` (None: 404).
+    pub fn set_client_well_known(&self, document: Option<serde_json::Value>) {
+        self.lock().client_well_known = document;
+    }
+
     /// Userinfo requests received so far.
     pub fn lookups(&self) -> Vec<Lookup> {
         self.lock().lookups.clone()
@@ -172,6 +183,18 @@ async fn handle(
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    if path == CLIENT_WELL_KNOWN_PATH {
+        let mut state = state.lock().expect("fake homeserver state");
+        let document = state.client_well_known.clone();
+        state.other_paths.push(path);
+        return Ok(match document {
+            Some(document) => json_response(200, &document),
+            None => json_response(
+                404,
+                &serde_json::json!({"errcode": "M_NOT_FOUND", "error": "Not found"}),
+            ),
+        });
+    }
     if path != USERINFO_PATH {
         state
             .lock()

@@ -5,6 +5,9 @@
 //!
 //! It accepts the request as Twirp JSON or as protobuf, records what matters (path, room name, the
 //! timeouts, the bearer token) and answers with a room, or with a Twirp error when told to fail.
+//!
+//! For the delegation tests it also answers `GetParticipant` (Twirp JSON): the participants a test
+//! added are present, anyone else is Twirp `not_found`; every lookup is recorded.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,8 @@ use tokio::task::JoinHandle;
 
 /// The Twirp method path, after any prefix of `LIVEKIT_URL`.
 pub const CREATE_ROOM_PATH: &str = "/twirp/livekit.RoomService/CreateRoom";
+/// The Twirp method path of participant lookups.
+pub const GET_PARTICIPANT_PATH: &str = "/twirp/livekit.RoomService/GetParticipant";
 
 /// One CreateRoom call as the fake decoded it.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +45,10 @@ pub struct CreateRoomCall {
 #[derive(Default)]
 struct State {
     calls: Vec<CreateRoomCall>,
+    /// (room, identity) of the participants in the rooms.
+    participants: std::collections::HashSet<(String, String)>,
+    /// (room, identity) of every GetParticipant call.
+    participant_lookups: Vec<(String, String)>,
     other_paths: Vec<String>,
     failing: bool,
 }
@@ -82,6 +91,25 @@ impl FakeLiveKit {
         self.lock().calls.clone()
     }
 
+    /// Puts `identity` into `room` (GetParticipant finds it from now on).
+    pub fn add_participant(&self, room: &str, identity: &str) {
+        self.lock()
+            .participants
+            .insert((room.to_owned(), identity.to_owned()));
+    }
+
+    /// Takes `identity` out of `room`.
+    pub fn remove_participant(&self, room: &str, identity: &str) {
+        self.lock()
+            .participants
+            .remove(&(room.to_owned(), identity.to_owned()));
+    }
+
+    /// (room, identity) of every GetParticipant call so far.
+    pub fn participant_lookups(&self) -> Vec<(String, String)> {
+        self.lock().participant_lookups.clone()
+    }
+
     /// Paths of requests that were not CreateRoom.
     pub fn other_paths(&self) -> Vec<String> {
         self.lock().other_paths.clone()
@@ -112,6 +140,9 @@ async fn handle(
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    if request.method() == http::Method::POST && path.ends_with(GET_PARTICIPANT_PATH) {
+        return Ok(get_participant(request, &state).await);
+    }
     if request.method() != http::Method::POST || !path.ends_with(CREATE_ROOM_PATH) {
         state.lock().expect("state").other_paths.push(path);
         return Ok(twirp_error(404, "bad_route", "no such method"));
@@ -171,6 +202,39 @@ async fn handle(
     } else {
         response(200, "application/protobuf", encode_room(&name))
     })
+}
+
+/// `GetParticipant` in Twirp JSON: `{"room","identity"}` in, a `ParticipantInfo` or `not_found` out.
+async fn get_participant(
+    request: Request<Incoming>,
+    state: &Arc<Mutex<State>>,
+) -> Response<Full<Bytes>> {
+    let body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |name: &str| parsed[name].as_str().unwrap_or_default().to_owned();
+    let wanted = (field("room"), field("identity"));
+    let present = {
+        let mut state = state.lock().expect("state");
+        state.participant_lookups.push(wanted.clone());
+        state.participants.contains(&wanted)
+    };
+    if !present {
+        return twirp_error(404, "not_found", "participant not found");
+    }
+    let participant = serde_json::json!({
+        "sid": "PA_fake",
+        "identity": wanted.1,
+        "state": "ACTIVE",
+        "joined_at": "1700000000",
+    });
+    response(
+        200,
+        "application/json",
+        serde_json::to_vec(&participant).expect("JSON"),
+    )
 }
 
 fn decode_json(body: &[u8]) -> CreateRoomCall {

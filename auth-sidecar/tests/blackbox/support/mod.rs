@@ -3,12 +3,14 @@
 
 pub mod body;
 pub mod client;
+pub mod client_server;
 pub mod homeserver;
 pub mod jwt;
 pub mod livekit;
 pub mod redis;
 pub mod service;
 pub mod tls;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

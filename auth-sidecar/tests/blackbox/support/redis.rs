@@ -10,6 +10,7 @@ use tokio::process::{Child, Command};
 
 use super::TempDir;
 use super::service::free_port;
+use super::tls::TestPki;
 
 const BINARY: &str = "redis-server";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +56,7 @@ impl RedisServer {
         };
         let server = Self {
             port,
+            tls_port,
             _child: child,
             _dir: dir,
         };
@@ -78,6 +80,12 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` of a server started with TLS.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("a redis-server started with TLS");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     async fn try_connect(&self) -> redis::RedisResult<MultiplexedConnection> {

@@ -49,6 +49,10 @@ impl TestPki {
 
         let dir = TempDir::new("pki");
         std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write CA file");
+        // For servers that read PEM files (the TLS redis-server of the delegation tests).
+        std::fs::write(dir.path().join("leaf.pem"), leaf.pem()).expect("write leaf file");
+        std::fs::write(dir.path().join("leaf.key"), leaf_key.serialize_pem())
+            .expect("write leaf key file");
         Self {
             leaf_der: leaf.der().clone(),
             leaf_key_der: leaf_key.serialize_der(),
@@ -59,6 +63,14 @@ impl TestPki {
     /// PEM file holding only the CA certificate; the value for `SSL_CERT_FILE`.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// PEM files of the leaf certificate and its key.
+    pub fn leaf_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("leaf.pem"),
+            self.dir.path().join("leaf.key"),
+        )
     }
 
     /// A rustls server configuration serving the leaf, HTTP/1.1 only.
