@@ -634,8 +634,14 @@ impl Driver {
                 "signal ignored in this state");
             return Flow::Continue;
         };
-        tracing::info!(room = %key.room, identity = %key.identity, from = %self.state,
-            to = %transition.next, %signal, "delegation job transition");
+        if transition.next == self.state {
+            // The periodic restart: routine, so only at debug.
+            tracing::debug!(room = %key.room, identity = %key.identity, state = %self.state,
+                %signal, "delegation job restart due");
+        } else {
+            tracing::info!(room = %key.room, identity = %key.identity, from = %self.state,
+                to = %transition.next, %signal, "delegation job transition");
+        }
         record_transition(&self.shared.metrics, self.state, transition.next);
         self.state = transition.next;
         for effect in transition.effects {

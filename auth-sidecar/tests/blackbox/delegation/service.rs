@@ -103,6 +103,8 @@ async fn a_looked_up_participant_is_restarted_repeatedly_then_sent_on_a_client_l
             "no restart after the send"
         );
         assert_eq!(setup.cs.count("syd_1", SEND), 1);
+        // The delay ID is a capability: never logged, even at debug level.
+        assert!(!service.output().contains("syd_1"), "{}", service.output());
     })
     .await;
 }
@@ -764,7 +766,10 @@ async fn jobs_are_stored_over_tls_with_a_rediss_url() {
             .await;
         let user = setup.user("t", "alice");
         let response = service
-            .post_json("/get_token", &setup.body("t", &user, "m1", "syd_tls", 60_000))
+            .post_json(
+                "/get_token",
+                &setup.body("t", &user, "m1", "syd_tls", 60_000),
+            )
             .await;
         assert_eq!(response.status, 200);
         let mut connection = redis.connect().await;
@@ -783,7 +788,10 @@ async fn an_unreachable_redis_stops_the_start() {
         let port = crate::support::service::free_port();
         let exited = setup
             .service()
-            .set("LIVEKIT_REDIS_URL", &format!("redis://:hunter2@127.0.0.1:{port}"))
+            .set(
+                "LIVEKIT_REDIS_URL",
+                &format!("redis://:hunter2@127.0.0.1:{port}"),
+            )
             .run_to_exit()
             .await;
         assert_eq!(exited.code, Some(1), "{exited:?}");
@@ -792,7 +800,11 @@ async fn an_unreachable_redis_stops_the_start() {
             "{}",
             exited.stderr
         );
-        assert!(!exited.stderr.contains("hunter2"), "the password leaked: {}", exited.stderr);
+        assert!(
+            !exited.stderr.contains("hunter2"),
+            "the password leaked: {}",
+            exited.stderr
+        );
     })
     .await;
 }

@@ -18,6 +18,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running redis-server.
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, when started with TLS.
+    tls_port: Option<u16>,
     _child: Child,
     _dir: TempDir,
 }
@@ -25,18 +27,37 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one, or returns None after printing a loud SKIP line when redis-server is not installed.
     pub async fn start_or_skip(test: &str) -> Option<Self> {
+        Self::start(test, None).await
+    }
+
+    /// Like [`RedisServer::start_or_skip`], also serving TLS with the PKI's leaf (clients not checked).
+    pub async fn start_tls_or_skip(test: &str, pki: &TestPki) -> Option<Self> {
+        Self::start(test, Some(pki)).await
+    }
+
+    async fn start(test: &str, pki: Option<&TestPki>) -> Option<Self> {
         let dir = TempDir::new("redis");
         let port = free_port();
-        let spawned = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "yes"]);
+        let tls_port = pki.map(|pki| {
+            let tls_port = free_port();
+            let (cert, key) = pki.leaf_files();
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(pki.ca_file())
+                .args(["--tls-auth-clients", "no"]);
+            tls_port
+        });
+        let spawned = command
             .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::null())
