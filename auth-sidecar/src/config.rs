@@ -21,6 +21,7 @@ use tracing::level_filters::LevelFilter;
 
 use crate::contract::{self, FULL_ACCESS_WILDCARD, INSECURE_SKIP_VERIFY_TLS_VALUE, env};
 use crate::livekit::keys::{KeySet, KeysError};
+use crate::livekit::twirp::http_base;
 use crate::outbound::OutboundSettings;
 use crate::telemetry::LogFormat;
 
@@ -63,6 +64,8 @@ pub enum ConfigError {
     },
     #[error("{var} must look like 10/s, 600/m or 5000/h (a positive count per second, minute or hour), got {}", go_quote(.value))]
     RateLimit { var: &'static str, value: String },
+    #[error("LIVEKIT_API_URL must be an http://, https://, ws:// or wss:// URL with a host, got {}", go_quote(.0))]
+    LiveKitApiUrl(String),
 }
 
 /// Which homeservers' users may create rooms and delegate (§3.1).
@@ -209,6 +212,9 @@ pub enum Notice {
 pub struct Config {
     /// `LIVEKIT_URL`, returned verbatim to clients.
     pub livekit_url: String,
+    /// `LIVEKIT_API_URL`: where the Twirp calls go instead of `livekit_url` (checked to have a usable
+    /// scheme and a host).
+    pub livekit_api_url: Option<String>,
     /// The API keys; the first signs.
     pub keys: KeySet,
     pub full_access: FullAccess,
@@ -335,6 +341,14 @@ impl Config {
             },
         };
 
+        let livekit_api_url = env
+            .get(env::LIVEKIT_API_URL)
+            .map(|raw| match http_base(&raw) {
+                Ok(_) => Ok(raw),
+                Err(_) => Err(ConfigError::LiveKitApiUrl(raw)),
+            })
+            .transpose()?;
+
         let rate_limit = |var| env.get(var).map(|v| RateLimit::parse(var, &v)).transpose();
         let rate_limit_per_ip = rate_limit(env::LIVEKIT_RATE_LIMIT_PER_IP)?;
         let rate_limit_per_homeserver = rate_limit(env::LIVEKIT_RATE_LIMIT_PER_HOMESERVER)?;
@@ -342,6 +356,7 @@ impl Config {
 
         Ok(Self {
             livekit_url,
+            livekit_api_url,
             keys,
             full_access,
             bind,
@@ -1059,6 +1074,39 @@ mod tests {
             error_text(&[(env::LIVEKIT_TRUSTED_PROXIES, "proxy.local")])
                 .starts_with("LIVEKIT_TRUSTED_PROXIES must be a list")
         );
+    }
+
+    #[test]
+    fn livekit_api_url_is_optional_and_needs_a_usable_scheme_and_host() {
+        assert_eq!(parse(&env_with(&[])).unwrap().livekit_api_url, None);
+        for good in [
+            "http://demo-livekit.rtc.svc:7880",
+            "https://sfu.internal/livekit/sfu",
+            "ws://127.0.0.1:7880",
+            "wss://sfu.example.com",
+        ] {
+            let config = parse(&env_with(&[(env::LIVEKIT_API_URL, good)])).unwrap();
+            assert_eq!(config.livekit_api_url.as_deref(), Some(good));
+            assert_eq!(
+                config.livekit_url, "wss://sfu.example.com",
+                "LIVEKIT_URL stays what clients get"
+            );
+        }
+        for bad in [
+            "demo-livekit:7880",
+            "ftp://sfu.example.com",
+            "http://",
+            " http://h",
+        ] {
+            assert_eq!(
+                error_text(&[(env::LIVEKIT_API_URL, bad)]),
+                format!(
+                    "LIVEKIT_API_URL must be an http://, https://, ws:// or wss:// URL with a host, got {}",
+                    go_quote(bad)
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

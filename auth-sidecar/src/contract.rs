@@ -8,7 +8,8 @@
 /// Environment variables, in the reference's spelling where the reference has them.
 pub mod env {
     // --- Shared with lk-jwt-service -------------------------------------------------------------
-    /// WebSocket URL of the SFU, returned verbatim to clients; also the base of the Twirp API.
+    /// WebSocket URL of the SFU, returned verbatim to clients; also the base of the Twirp API unless
+    /// [`LIVEKIT_API_URL`] is set.
     pub const LIVEKIT_URL: &str = "LIVEKIT_URL";
     /// API key (the JWT `iss`).
     pub const LIVEKIT_KEY: &str = "LIVEKIT_KEY";
@@ -38,6 +39,10 @@ pub mod env {
     pub const LIVEKIT_LOG_LEVEL: &str = "LIVEKIT_LOG_LEVEL";
 
     // --- Ours (the reference has no equivalent) ------------------------------------------------
+    /// Base URL of LiveKit's server API for the Twirp calls (`CreateRoom`, `GetParticipant`), e.g. an
+    /// in-cluster address that spares the trip out through the public host; `http`, `https`, `ws` or
+    /// `wss`, path kept. Default: `LIVEKIT_URL` with `ws` -> `http` and `wss` -> `https`.
+    pub const LIVEKIT_API_URL: &str = "LIVEKIT_API_URL";
     /// Path of a LiveKit-style `key: secret` YAML map with one or more keys; the first signs, all verify.
     pub const LIVEKIT_KEYS_FILE: &str = "LIVEKIT_KEYS_FILE";
     /// `text` (default) or `json`.

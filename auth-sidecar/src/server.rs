@@ -105,11 +105,12 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
     let outbound = Arc::new(Outbound::new(&config.outbound)?);
     let openid = OpenIdVerifier::with_outbound(Arc::clone(&outbound), Arc::clone(&metrics))?;
     let keys = Arc::new(config.keys);
-    let rooms = RoomService::new(
-        &config.livekit_url,
-        Arc::clone(&keys),
-        outbound.http().clone(),
-    )?;
+    // LiveKit's API may sit at another address than the one clients get (e.g. in-cluster).
+    let api_url = config
+        .livekit_api_url
+        .as_deref()
+        .unwrap_or(&config.livekit_url);
+    let rooms = RoomService::new(api_url, Arc::clone(&keys), outbound.http().clone())?;
     let reach = Reach::new(
         &outbound,
         Arc::new(Guard::new(config.outbound.allowed_ranges.clone())),
@@ -123,11 +124,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         ClientApi::CACHE_TTL,
     ));
     // A client of its own for the delegation engine's GetParticipant lookups.
-    let lookups = RoomService::new(
-        &config.livekit_url,
-        Arc::clone(&keys),
-        outbound.http().clone(),
-    )?;
+    let lookups = RoomService::new(api_url, Arc::clone(&keys), outbound.http().clone())?;
     let delegation = Delegation::start(
         delegation::Settings {
             redis_url: config.redis_url.as_ref().map(|url| url.0.clone()),
@@ -145,6 +142,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
 
     tracing::info!(
         livekit_url = %config.livekit_url,
+        livekit_api_url = %api_url,
         bind = %config.bind,
         listening = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         full_access = %describe(&config.full_access),

@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "matrixrtc.dev";
@@ -75,6 +76,9 @@ pub mod condition {
     validation = Rule::new("!has(self.livekit.external) || !has(self.auth.placement) || self.auth.placement != 'Sidecar'")
         .message("auth.placement Sidecar needs a managed LiveKit")
         .field_path(".auth.placement"),
+    validation = Rule::new("!has(self.auth.placement) || self.auth.placement != 'Sidecar' || !has(self.livekit.managed) || !has(self.livekit.managed.replicas) || self.livekit.managed.replicas <= 1 || has(self.auth.redis)")
+        .message("auth.redis is required with placement Sidecar when livekit.managed.replicas > 1: each LiveKit pod runs its own authorisation service, so delegated leave jobs are shared through Redis")
+        .field_path(".auth.redis"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MatrixRTCTransportSpec {
@@ -201,11 +205,14 @@ pub struct ExternalLiveKit {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scheduling {
+    /// Node labels the pods require (the pod spec's `nodeSelector`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the pods tolerate (a list of pod spec `tolerations`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "object_list_schema")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod (anti-)affinity, as in a pod spec's `affinity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object_schema")]
     pub affinity: Option<Affinity>,
@@ -214,6 +221,7 @@ pub struct Scheduling {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "object_list_schema")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the pods (e.g. to keep calls running when the cluster is short of room).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
 }
@@ -262,10 +270,13 @@ impl Default for MediaSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaPort {
+    /// The port LiveKit listens on and advertises; with `NodePort` also the node port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// How the port is reachable. Default `NodePort`; must be unset with `hostNetwork`.
+    /// How the port is reachable: `NodePort` (default), `LoadBalancer` or `HostPort`; must be unset
+    /// with `hostNetwork`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
     pub exposure: Option<Exposure>,
 }
 
@@ -296,12 +307,16 @@ impl Default for UdpSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UdpPortRange {
+    /// First port of the range (LiveKit `rtc.port_range_start`).
     #[schemars(range(min = 1, max = 65535))]
     pub start: i32,
+    /// Last port of the range, inclusive (LiveKit `rtc.port_range_end`).
     #[schemars(range(min = 1, max = 65535))]
     pub end: i32,
-    /// How the ports are reachable. Default `NodePort`; must be unset with `hostNetwork`.
+    /// How the ports are reachable: `NodePort` (default), `LoadBalancer` or `HostPort`; must be
+    /// unset with `hostNetwork`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
     pub exposure: Option<Exposure>,
 }
 
@@ -325,6 +340,8 @@ pub enum Exposure {
     .field_path(".address"))]
 #[serde(rename_all = "camelCase")]
 pub struct AdvertisedIp {
+    /// Where the advertised IP comes from: `STUN` (default: LiveKit asks STUN servers), `HostIP`
+    /// (the node's IP), `PodIP` (the pod's IP) or `Manual` (`address`).
     #[serde(default)]
     pub source: IpSource,
     /// The IP to advertise (IPv4 or IPv6), only with `source: Manual`.
@@ -357,8 +374,10 @@ pub struct MediaServiceSpec {
     /// Annotations on every media Service (e.g. for MetalLB or a cloud load balancer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// `externalTrafficPolicy` of NodePort and LoadBalancer Services (default `Cluster`).
+    /// `externalTrafficPolicy` of NodePort and LoadBalancer Services: `Cluster` (default) or
+    /// `Local` (only nodes running a LiveKit pod answer, and the client's source IP is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
     pub external_traffic_policy: Option<TrafficPolicy>,
     /// `loadBalancerClass` of LoadBalancer Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,8 +418,10 @@ pub struct TurnTls {
     #[serde(default = "default_turn_tls_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Default `NodePort`; must be unset with `hostNetwork`.
+    /// How the port is reachable: `NodePort` (default), `LoadBalancer` or `HostPort`; must be unset
+    /// with `hostNetwork`. Port 443 lies outside the default node port range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
     pub exposure: Option<Exposure>,
     /// A `kubernetes.io/tls` Secret with the certificate for `domain`. Unset: TLS is terminated in
     /// front of LiveKit (LiveKit `turn.external_tls`).
@@ -415,14 +436,17 @@ pub struct LiveKitRedis {
     /// `host:port`.
     #[schemars(length(min = 1, max = 512))]
     pub address: String,
+    /// Redis database number (LiveKit's default: 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 255))]
     pub db: Option<i32>,
+    /// User name for Redis ACL authentication (with `passwordSecret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Secret key holding the password (passed to LiveKit as `REDIS_PASSWORD`, never in the ConfigMap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
+    /// Connect to Redis over TLS.
     #[serde(default)]
     pub use_tls: bool,
 }
@@ -431,8 +455,11 @@ pub struct LiveKitRedis {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret (in the transport's namespace). Changing the Secret rolls the pods that
+    /// read it.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Key within the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
@@ -451,8 +478,11 @@ pub struct AuthSpec {
     /// Container image; defaults to the operator's authorisation service image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Where the service runs (default `Deployment`).
+    /// Where the service runs: `Deployment` (default: its own Deployment and Service) or `Sidecar`
+    /// (a container in each LiveKit pod; managed LiveKit only, and with several LiveKit pods it needs
+    /// `redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
     pub placement: Option<Placement>,
     /// Number of pods with placement `Deployment` (default 1). More than one needs `redis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -469,7 +499,8 @@ pub struct AuthSpec {
     /// skipping `.well-known` discovery for those homeservers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cs_api_url_overrides: BTreeMap<String, String>,
-    /// Redis for delegated leave jobs; required when `replicas > 1`.
+    /// Redis for delegated leave jobs; required when more than one instance runs (`replicas > 1`,
+    /// or placement `Sidecar` with `livekit.managed.replicas > 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<AuthRedis>,
     /// Extra environment (e.g. `LIVEKIT_LOG_LEVEL`). Variables the operator sets (URL, credentials,
@@ -503,6 +534,7 @@ pub enum AuthRedis {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
+    /// Name of the Secret (in the transport's namespace). Changing it rolls the pods.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
     /// Key of the API key in the Secret.
@@ -518,10 +550,13 @@ pub struct CredentialsSecretRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
+    /// Create the Ingress. `false`: publish `host` some other way (e.g. a Gateway).
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// `ingressClassName`; unset uses the cluster's default IngressClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
+    /// Annotations on the Ingress (e.g. for cert-manager or the controller's WebSocket timeouts).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// TLS Secret for `host`; unset means no `tls` section (TLS terminated elsewhere).
@@ -563,7 +598,8 @@ pub struct MatrixRTCTransportStatus {
     /// JSON to merge into `/.well-known/matrix/client`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub well_known_client: Option<String>,
-    /// YAML for Synapse's `matrix_rtc` section (`transports`).
+    /// YAML to merge into Synapse's `homeserver.yaml`: `experimental_features.msc4143_enabled`,
+    /// `matrix_rtc.transports` and `max_event_delay_duration`, each with a comment saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synapse_config: Option<String>,
 }
@@ -595,6 +631,19 @@ fn default_api_secret_field() -> String {
     "api-secret".to_owned()
 }
 
+/// For an optional enum field: drop the enum's own description, so that the field's doc comment is
+/// what the CRD shows. (kube hoists an `Option<Enum>`'s inner schema over the field's, and its
+/// description would win.)
+fn field_description_wins(schema: &mut Schema) {
+    if let Some(Value::Array(variants)) = schema.get_mut("anyOf") {
+        for variant in variants {
+            if let Some(variant) = variant.as_object_mut() {
+                variant.remove("description");
+            }
+        }
+    }
+}
+
 /// Any object; the API server keeps unknown fields.
 fn free_form_object_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -620,7 +669,11 @@ fn env_list_schema(_: &mut SchemaGenerator) -> Schema {
         "items": {
             "type": "object",
             "required": ["name"],
-            "properties": {"name": {"type": "string", "minLength": 1}},
+            "properties": {"name": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Name of the variable; those the operator sets are rejected.",
+            }},
             "x-kubernetes-preserve-unknown-fields": true,
         },
     })
@@ -629,13 +682,19 @@ fn env_list_schema(_: &mut SchemaGenerator) -> Schema {
 /// `limits` and `requests` maps of quantities (`claims` is left out: dynamic resource allocation is
 /// not something the transport uses).
 fn resources_schema(_: &mut SchemaGenerator) -> Schema {
-    let quantities = serde_json::json!({
-        "type": "object",
-        "additionalProperties": {"x-kubernetes-int-or-string": true},
-    });
+    let quantities = |description: &str| {
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": {"x-kubernetes-int-or-string": true},
+            "description": description,
+        })
+    };
     json_schema!({
         "type": "object",
-        "properties": {"limits": quantities, "requests": quantities},
+        "properties": {
+            "limits": quantities("Most the container may use, per resource (e.g. `memory: 4Gi`)."),
+            "requests": quantities("What the scheduler reserves for the container, per resource (e.g. `cpu: 100m`)."),
+        },
     })
 }
 
@@ -649,12 +708,12 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
             "type": "object",
             "required": ["lastTransitionTime", "message", "reason", "status", "type"],
             "properties": {
-                "lastTransitionTime": {"type": "string", "format": "date-time"},
-                "message": {"type": "string", "maxLength": 32768},
-                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
-                "reason": {"type": "string", "maxLength": 1024, "minLength": 1},
-                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                "type": {"type": "string", "maxLength": 316},
+                "lastTransitionTime": {"type": "string", "format": "date-time", "description": "When the status last changed."},
+                "message": {"type": "string", "maxLength": 32768, "description": "What happened, for people (for Degraded: every problem, one per line)."},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0, "description": "The metadata.generation the condition was computed for."},
+                "reason": {"type": "string", "maxLength": 1024, "minLength": 1, "description": "Why, as one CamelCase word (troubleshooting.md lists every reason)."},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"], "description": "Whether the condition holds."},
+                "type": {"type": "string", "maxLength": 316, "description": "Ready, Progressing or Degraded."},
             },
         },
     })

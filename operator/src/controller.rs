@@ -1,7 +1,8 @@
 //! The controller: what it watches, the [`reconcile`] pipeline and the [`error_policy`].
 //!
 //! Pipeline per `MatrixRTCTransport`:
-//! `validate (pure) -> credentials (read, or generate once) -> build (pure) -> apply (SSA) -> prune -> status`.
+//! `validate (pure) -> credentials (read, or generate once) -> versions of the other referenced Secrets
+//! (metadata) -> build (pure) -> apply (SSA) -> prune -> status`.
 //!
 //! - An invalid spec applies nothing: status `Degraded` with every problem, one Warning Event, then the
 //!   controller waits for the spec to change.
@@ -14,8 +15,8 @@
 //!
 //! Watches (per watched namespace, or cluster-wide): the CRs; the six owned kinds filtered by the
 //! `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
-//! metadata mapped to the CRs whose `spec.credentials.secretName` names them, so a fixed or rotated user
-//! Secret is picked up at once. A successful reconcile is also requeued every [`RESYNC`] as a safety net
+//! metadata mapped to the CRs whose pods reference them by name (credentials, Redis, TURN certificate), so a
+//! created, fixed or rotated user Secret is picked up at once and rolls the pods that read it. A successful reconcile is also requeued every [`RESYNC`] as a safety net
 //! (reads only).
 
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ use serde_json::json;
 
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
 use crate::apply::{self, ApiFailure, ApplyError, FIELD_MANAGER, Owner};
-use crate::build::{self, BuildError, BuildInput, labels, names};
+use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
 use crate::credentials::{self, ResolveError};
 use crate::defaults::OperatorDefaults;
 use crate::shutdown::Stop;
@@ -273,11 +274,19 @@ async fn apply_validated(
     if resolved.generated_now {
         tracing::info!(object = %key_of(&transport.metadata), "generated LiveKit API credentials");
     }
+    let secrets = credentials::observe_references(
+        &ctx.client,
+        validated.namespace(),
+        &secret_refs::all(validated),
+        resolved.observed,
+    )
+    .await?;
     let children = build::build(
         validated,
         &BuildInput {
             defaults: &ctx.defaults,
             credentials: &resolved.credentials,
+            secrets: &secrets,
         },
     )?;
     let owner = Owner::new(transport, labels::owned_selector(validated.name()))
@@ -513,7 +522,9 @@ pub enum WatchScope {
     Namespaces(Vec<String>),
 }
 
-/// The CRs in `store` whose credentials Secret is `secret`.
+/// The CRs in `store` whose pods reference `secret` by name (credentials, Redis, TURN certificate), so
+/// that creating, fixing or changing it reconciles them at once (and rolls their pods). An invalid CR
+/// waits for its spec to change anyway, so it is not mapped.
 fn referencing(
     store: &Store<Guarded>,
     secret: &PartialObjectMeta<Secret>,
@@ -533,8 +544,8 @@ fn referencing(
                 .0
                 .as_ref()
                 .ok()
-                .and_then(|t| t.spec.credentials.as_ref())
-                .is_some_and(|c| c.secret_name == name)
+                .and_then(|t| validate::validate(t).ok())
+                .is_some_and(|v| secret_refs::all(&v).iter().any(|r| r.name == name))
         })
         .map(|object| ObjectRef::from_obj(object.as_ref()))
         .collect()

@@ -90,6 +90,63 @@ mod tests {
         assert!(version.selectable_fields.is_none());
     }
 
+    /// Every property below `schema`, as (path, schema).
+    fn properties<'a>(
+        schema: &'a serde_json::Value,
+        path: &str,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        for (name, child) in schema["properties"].as_object().into_iter().flatten() {
+            let child_path = format!("{path}.{name}");
+            out.push((child_path.clone(), child));
+            properties(child, &child_path, out);
+        }
+        if schema["items"].is_object() {
+            properties(&schema["items"], &format!("{path}[]"), out);
+        }
+    }
+
+    #[test]
+    fn every_field_has_its_own_description() {
+        let json = serde_json::to_value(MatrixRTCTransport::crd()).expect("json");
+        let root = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut all = Vec::new();
+        properties(root, "", &mut all);
+        assert!(all.len() > 50, "found only {} fields", all.len());
+        let undocumented: Vec<&str> = all
+            .iter()
+            .filter(|(_, s)| {
+                s["description"]
+                    .as_str()
+                    .is_none_or(|d| d.trim().is_empty())
+            })
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert!(undocumented.is_empty(), "no description: {undocumented:#?}");
+        // An optional enum field shows the field's description, not the enum type's.
+        let description = |path: &str| {
+            all.iter()
+                .find(|(p, _)| p == path)
+                .and_then(|(_, s)| s["description"].as_str())
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for path in [
+            ".spec.livekit.managed.media.tcp.exposure",
+            ".spec.livekit.managed.media.udp.range.exposure",
+            ".spec.livekit.managed.turn.tls.exposure",
+        ] {
+            assert!(
+                description(path).contains("must be unset with `hostNetwork`"),
+                "{path}: {}",
+                description(path)
+            );
+        }
+        assert!(description(".spec.auth.placement").contains("`Sidecar`"));
+    }
+
     #[test]
     fn conditions_are_a_map_keyed_by_type() {
         let json = serde_json::to_value(MatrixRTCTransport::crd()).expect("json");

@@ -9,6 +9,10 @@
 //!   reported, never silently replaced: rotating keys drops every call in progress, so it must be a person's
 //!   decision (delete the Secret to get new credentials).
 //!
+//! The other user Secrets the pods reference by name (Redis password, Redis URL, TURN certificate) are read as
+//! metadata only: their versions go into the pod template hash (see [`crate::build::secret_refs`]), and a
+//! missing one is a `Degraded` reason before anything is applied, rather than pods that cannot start.
+//!
 //! Nothing here logs or formats a secret value: `ApiCredentials` redacts itself and errors name only Secrets
 //! and fields.
 
@@ -21,12 +25,16 @@ use crate::apply::ApiFailure;
 use crate::build::credentials::{
     ApiCredentials, CredentialsError, CredentialsSource, RANDOM_BYTES,
 };
+use crate::build::secret_refs::{SecretRef, SecretVersion, SecretVersions};
 
 /// The credentials to build with, and whether they were made just now.
 pub struct Resolved {
     pub credentials: ApiCredentials,
     /// True when this reconcile generated them (worth an Event: a Secret is about to be created).
     pub generated_now: bool,
+    /// The version of the user's credentials Secret (empty for generated credentials), so that
+    /// [`observe_references`] need not read it again.
+    pub observed: SecretVersions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +60,15 @@ pub enum ResolveError {
     },
     #[error("reading the credentials Secret {name} failed: {failure}")]
     Read { name: String, failure: ApiFailure },
+    #[error(
+        "these Secrets the pods reference do not exist in this namespace: {missing}; nothing is applied until they do"
+    )]
+    ReferencedSecretsMissing {
+        /// `name (spec field)`, comma separated.
+        missing: String,
+    },
+    #[error("reading the Secret {name} failed: {failure}")]
+    ReadReferenced { name: String, failure: ApiFailure },
 }
 
 impl ResolveError {
@@ -62,6 +79,8 @@ impl ResolveError {
             ResolveError::Invalid(_) => "CredentialsInvalid",
             ResolveError::DamagedGenerated { .. } => "GeneratedCredentialsDamaged",
             ResolveError::Read { .. } => "CredentialsUnreadable",
+            ResolveError::ReferencedSecretsMissing { .. } => "ReferencedSecretMissing",
+            ResolveError::ReadReferenced { .. } => "ReferencedSecretUnreadable",
         }
     }
 }
@@ -94,9 +113,12 @@ pub async fn resolve(
                 })?;
             let credentials = ApiCredentials::from_secret(&secret, key_field, secret_field)
                 .map_err(ResolveError::Invalid)?;
+            let mut observed = SecretVersions::default();
+            observed.insert(name, SecretVersion::of(&secret.metadata));
             Ok(Resolved {
                 credentials,
                 generated_now: false,
+                observed,
             })
         }
         CredentialsSource::Generated { secret_name } => match read(&api, secret_name).await? {
@@ -109,13 +131,54 @@ pub async fn resolve(
                 Ok(Resolved {
                     credentials,
                     generated_now: false,
+                    observed: SecretVersions::default(),
                 })
             }
             None => Ok(Resolved {
                 credentials: ApiCredentials::from_random_bytes(&random()),
                 generated_now: true,
+                observed: SecretVersions::default(),
             }),
         },
+    }
+}
+
+/// The versions of every Secret in `references` (metadata only: the content stays on the API server),
+/// adding to `known`, which is not read again. Every missing Secret is reported at once.
+pub async fn observe_references(
+    client: &Client,
+    namespace: &str,
+    references: &[SecretRef],
+    mut known: SecretVersions,
+) -> Result<SecretVersions, ResolveError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut missing: Vec<String> = Vec::new();
+    for reference in references {
+        if known.contains(&reference.name) {
+            continue;
+        }
+        let found = api
+            .get_metadata_opt(&reference.name)
+            .await
+            .map_err(|error| ResolveError::ReadReferenced {
+                name: reference.name.clone(),
+                failure: ApiFailure::for_secret(&error),
+            })?;
+        match found {
+            Some(secret) => known.insert(&reference.name, SecretVersion::of(&secret.metadata)),
+            None => missing.push(format!(
+                "{} ({})",
+                reference.name,
+                reference.used_for.field()
+            )),
+        }
+    }
+    if missing.is_empty() {
+        Ok(known)
+    } else {
+        Err(ResolveError::ReferencedSecretsMissing {
+            missing: missing.join(", "),
+        })
     }
 }
 
@@ -124,4 +187,61 @@ async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, ResolveEr
         name: name.to_owned(),
         failure: ApiFailure::for_secret(&error),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::REASONS;
+
+    #[test]
+    fn every_reason_is_a_listed_condition_reason() {
+        let failure = || ApiFailure {
+            code: Some(403),
+            reason: "Forbidden".into(),
+            message: None,
+        };
+        let problem = || CredentialsError::Missing {
+            secret: "s".into(),
+            field: "f".into(),
+        };
+        let errors = [
+            ResolveError::MissingSecret {
+                name: "s".into(),
+                key_field: "k".into(),
+                secret_field: "f".into(),
+            },
+            ResolveError::Invalid(problem()),
+            ResolveError::DamagedGenerated {
+                name: "s".into(),
+                problem: problem(),
+            },
+            ResolveError::Read {
+                name: "s".into(),
+                failure: failure(),
+            },
+            ResolveError::ReferencedSecretsMissing {
+                missing: "s (spec.auth.redis.urlSecret)".into(),
+            },
+            ResolveError::ReadReferenced {
+                name: "s".into(),
+                failure: failure(),
+            },
+        ];
+        let mut reasons = std::collections::BTreeSet::new();
+        for error in &errors {
+            // Exhaustive on purpose: a new variant fails to compile here until it is added above.
+            match error {
+                ResolveError::MissingSecret { .. }
+                | ResolveError::Invalid(_)
+                | ResolveError::DamagedGenerated { .. }
+                | ResolveError::Read { .. }
+                | ResolveError::ReferencedSecretsMissing { .. }
+                | ResolveError::ReadReferenced { .. } => {}
+            }
+            assert!(REASONS.contains(&error.reason()), "{}", error.reason());
+            reasons.insert(error.reason());
+        }
+        assert_eq!(reasons.len(), errors.len(), "one reason per problem");
+    }
 }

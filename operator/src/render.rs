@@ -2,13 +2,15 @@
 //! resource, offline, as a YAML stream in apply order.
 //!
 //! Without a cluster there is no credentials Secret to read, so fixed placeholder credentials are
-//! used (the output says so), and a missing namespace or uid gets a placeholder.
+//! used (the output says so), the Secrets the pods reference get a placeholder version (so the pod
+//! hash annotations differ from the cluster's), and a missing namespace or uid gets a placeholder.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::api::{GROUP, MatrixRTCTransport, VERSION};
 use crate::build::credentials::{ApiCredentials, CredentialsSource};
+use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{self, BuildError, BuildInput, Child};
 use crate::defaults::{DefaultsArgs, OperatorDefaults};
 use crate::validate::{Invalid, validate};
@@ -77,11 +79,22 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
         .get_or_insert_with(|| PLACEHOLDER_UID.to_owned());
     let validated = validate(&cr).map_err(RenderError::Invalid)?;
     let credentials = ApiCredentials::placeholder();
+    let mut secrets = SecretVersions::default();
+    for reference in secret_refs::all(&validated) {
+        secrets.insert(
+            &reference.name,
+            SecretVersion {
+                uid: PLACEHOLDER_UID.to_owned(),
+                resource_version: "0".to_owned(),
+            },
+        );
+    }
     let children = build::build(
         &validated,
         &BuildInput {
             defaults,
             credentials: &credentials,
+            secrets: &secrets,
         },
     )?;
 

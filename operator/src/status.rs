@@ -15,6 +15,37 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{MatrixRTCTransportStatus, condition};
 
+/// Every reason the operator writes into a condition: this module's, the controller's failure reasons
+/// (`ReconcileError::condition_reason`) and the credentials' (`ResolveError::reason`). Tests check that
+/// each of them is listed; docs/troubleshooting.md has a row for each.
+pub const REASONS: &[&str] = &[
+    // Rollouts (this module).
+    "Available",
+    "RollingOut",
+    "RolledOut",
+    "ScaledToZero",
+    "RolloutStuck",
+    "ProgressDeadlineExceeded",
+    "Reconciled",
+    // The spec.
+    "InvalidSpec",
+    "UnreadableSpec",
+    // Credentials and the other Secrets the pods reference.
+    "CredentialsSecretMissing",
+    "CredentialsInvalid",
+    "GeneratedCredentialsDamaged",
+    "CredentialsUnreadable",
+    "ReferencedSecretMissing",
+    "ReferencedSecretUnreadable",
+    // Building, applying and recording.
+    "BuildFailed",
+    "ChildConflict",
+    "ApplyFailed",
+    "PruneFailed",
+    "StatusFailed",
+    "Incomplete",
+];
+
 /// How far one Deployment's rollout has come (from its spec and status).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rollout {
@@ -494,6 +525,44 @@ mod tests {
         );
         assert_eq!(find(&status, "Ready").reason, "ScaledToZero");
         assert_eq!(find(&status, "Ready").status, "False");
+    }
+
+    #[test]
+    fn every_reason_this_module_writes_is_listed() {
+        let mut stuck = deployment(2, 2, 1, 0, 1, 1);
+        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            ..Default::default()
+        }]);
+        let outcomes = [
+            applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1))),
+            applied(Rollout::of(&deployment(2, 2, 1, 0, 1, 1))),
+            applied(Rollout::of(&deployment(1, 1, 0, 0, 0, 0))),
+            applied(Rollout::of(&stuck)),
+            Outcome::InvalidSpec {
+                message: "x".into(),
+            },
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for outcome in &outcomes {
+            for c in compute(Some(1), None, outcome, at(1)).conditions {
+                assert!(
+                    REASONS.contains(&c.reason.as_str()),
+                    "{} is not in REASONS",
+                    c.reason
+                );
+                seen.insert(c.reason);
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            8,
+            "the outcomes above cover every reason of this module: {seen:?}"
+        );
+        let unique: std::collections::BTreeSet<&&str> = REASONS.iter().collect();
+        assert_eq!(unique.len(), REASONS.len(), "listed twice");
     }
 
     #[test]

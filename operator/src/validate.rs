@@ -356,7 +356,11 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
             LiveKitPlan::External { url: e.url.clone() }
         }
     };
-    let auth = c.auth(&spec.auth, matches!(livekit, LiveKitPlan::Managed(_)));
+    let livekit_replicas = match &livekit {
+        LiveKitPlan::Managed(plan) => Some(plan.replicas),
+        LiveKitPlan::External { .. } => None,
+    };
+    let auth = c.auth(&spec.auth, livekit_replicas);
     let credentials = c.credentials(spec.credentials.as_ref(), &id.name);
     let ingress = c.ingress(&spec.ingress);
 
@@ -807,7 +811,8 @@ impl Checker {
         }
     }
 
-    fn auth(&mut self, a: &AuthSpec, managed_livekit: bool) -> AuthPlan {
+    /// `livekit_replicas`: the managed LiveKit's replica count, `None` for an external LiveKit.
+    fn auth(&mut self, a: &AuthSpec, livekit_replicas: Option<i32>) -> AuthPlan {
         let base = "spec.auth";
         self.image(&format!("{base}.image"), a.image.as_ref());
         let placement = match a.placement.unwrap_or_default() {
@@ -828,11 +833,18 @@ impl Checker {
                 }
             }
             Placement::Sidecar => {
-                if !managed_livekit {
-                    self.problem(
+                match livekit_replicas {
+                    None => self.problem(
                         format!("{base}.placement"),
                         "auth.placement Sidecar needs a managed LiveKit",
-                    );
+                    ),
+                    // Each LiveKit pod then runs its own instance, and a webhook about a room reaches
+                    // whichever instance its LiveKit node posts to, not the one holding the job.
+                    Some(replicas) if replicas > 1 && a.redis.is_none() => self.problem(
+                        format!("{base}.redis"),
+                        "auth.redis is required with placement Sidecar when livekit.managed.replicas > 1: each LiveKit pod runs its own authorisation service, so delegated leave jobs are shared through Redis",
+                    ),
+                    Some(_) => {}
                 }
                 for (field, set) in [
                     ("replicas", a.replicas.is_some()),
@@ -889,6 +901,11 @@ impl Checker {
                         "{} is set by the operator and cannot be overridden",
                         var.name
                     ),
+                );
+            } else if var.name == env::LIVEKIT_API_URL && livekit_replicas.is_some() {
+                self.problem(
+                    &path,
+                    "LIVEKIT_API_URL is set by the operator for a managed LiveKit (its in-cluster address) and cannot be overridden",
                 );
             } else if !seen.insert(var.name.as_str()) {
                 self.problem(&path, format!("{} is set twice", var.name));

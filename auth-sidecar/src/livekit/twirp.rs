@@ -2,7 +2,9 @@
 //!
 //! LiveKit's SDKs either drop a path prefix in `LIVEKIT_URL` or do not map `ws`/`wss` to `http`/`https`;
 //! the reference's Go SDK does both, so we do too: `wss://h/livekit/sfu` serves the API at
-//! `https://h/livekit/sfu/twirp/livekit.RoomService/<Method>`. Requests use Twirp's JSON encoding
+//! `https://h/livekit/sfu/twirp/livekit.RoomService/<Method>`. `LIVEKIT_API_URL`, when set, takes the
+//! place of `LIVEKIT_URL` as that base (same mapping), so the calls can stay inside a cluster while
+//! clients still get `LIVEKIT_URL`. Requests use Twirp's JSON encoding
 //! (`Content-Type: application/json`, proto field names); errors come back as `{"code","msg"}` JSON.
 //!
 //! The service token for `CreateRoom` (`video.roomCreate`, valid 6 h like the SDK's default) is minted
@@ -36,6 +38,7 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Why `LIVEKIT_URL` cannot serve as the RoomService base. The reference does not check this at
 /// startup, but with such a URL every full-access token request would fail with 500; we refuse to start.
+/// (A bad `LIVEKIT_API_URL` is refused earlier, by the configuration.)
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("LIVEKIT_URL must start with ws://, wss://, http:// or https://, got {0:?}")]
 pub struct BaseUrlError(pub String);
@@ -149,15 +152,16 @@ pub fn http_base(livekit_url: &str) -> Result<String, BaseUrlError> {
 }
 
 impl RoomService {
-    /// A client for the LiveKit at `livekit_url` (the `LIVEKIT_URL` value), signing with `keys`.
+    /// A client for the LiveKit API at `api_url` (`LIVEKIT_API_URL`, or else `LIVEKIT_URL`), signing
+    /// with `keys`.
     pub fn new(
-        livekit_url: &str,
+        api_url: &str,
         keys: Arc<KeySet>,
         http: reqwest::Client,
     ) -> Result<Self, BaseUrlError> {
         Ok(Self {
             http,
-            method_prefix: format!("{}/twirp/livekit.RoomService/", http_base(livekit_url)?),
+            method_prefix: format!("{}/twirp/livekit.RoomService/", http_base(api_url)?),
             keys,
             create_token: Mutex::new(None),
         })

@@ -171,6 +171,7 @@ async fn bad_values_of_our_variables_are_fatal() {
             ("LIVEKIT_OPENID_CACHE_SECONDS", "-5"),
             ("LIVEKIT_OUTBOUND_TIMEOUT_SECONDS", "soon"),
             ("LIVEKIT_OUTBOUND_CONNECT_TIMEOUT_SECONDS", "-1"),
+            ("LIVEKIT_API_URL", "livekit.rtc.svc:7880"),
         ] {
             let exited = complete().set(variable, value).run_to_exit().await;
             assert_startup_error(&exited, variable);

@@ -79,6 +79,52 @@ async fn livekit_url_path_prefix_is_kept() {
     .await;
 }
 
+/// `LIVEKIT_API_URL` (ours) moves the Twirp calls elsewhere, path kept, while clients still get
+/// `LIVEKIT_URL` verbatim. Here `LIVEKIT_URL` points at a port nobody listens on, so a room can only be
+/// created through `LIVEKIT_API_URL`.
+#[tokio::test]
+async fn livekit_api_url_takes_the_twirp_calls_and_livekit_url_stays_for_clients() {
+    bounded(async {
+        let world = World::start().await;
+        let user = world.hs.add_user("token-alice", "alice");
+        let public_url = format!("wss://127.0.0.1:{}/sfu", free_port());
+        let api_url = format!(
+            "{}/internal",
+            world.livekit.ws_url().replacen("ws://", "http://", 1)
+        );
+        let service = world
+            .service()
+            .set("LIVEKIT_URL", &public_url)
+            .set("LIVEKIT_API_URL", &api_url)
+            .start()
+            .await;
+
+        let response = service
+            .post_json(
+                PATH,
+                &body::get_token(&world.hs.server_name(), "token-alice", &user),
+            )
+            .await;
+
+        assert_token_response(
+            &response,
+            &public_url,
+            &hash(&[&user, DEVICE_ID, MEMBER_ID]),
+            &hash(&[ROOM_ID, SLOT_ID]),
+        );
+        let calls = world.livekit.calls();
+        assert_eq!(
+            calls.len(),
+            1,
+            "{calls:?} / other: {:?}",
+            world.livekit.other_paths()
+        );
+        assert_eq!(calls[0].path, format!("/internal{CREATE_ROOM_PATH}"));
+        assert_create_room_token(calls[0].bearer.as_deref());
+    })
+    .await;
+}
+
 /// An unreachable LiveKit is a room-creation failure: 500 `M_UNKNOWN`.
 #[tokio::test]
 async fn unreachable_livekit_is_internal_error() {

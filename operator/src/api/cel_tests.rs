@@ -87,7 +87,7 @@ fn every_rule_compiles() {
         .matches("\"rule\"")
         .count();
     assert_eq!(
-        rules, 12,
+        rules, 13,
         "a rule was added or lost: update the cases below"
     );
 }
@@ -99,7 +99,7 @@ fn a_minimal_transport_passes() {
 
 #[test]
 fn each_rule_rejects_what_it_should_and_validate_agrees() {
-    let cases: [(Value, &str); 13] = [
+    let cases: [(Value, &str); 14] = [
         (
             json!({"homeservers": {"fullAccess": ["*", "example.com"]}}),
             "'*' must be the only entry",
@@ -146,6 +146,10 @@ fn each_rule_rejects_what_it_should_and_validate_agrees() {
         ),
         (json!({"auth": {"replicas": 2}}), "auth.redis is required"),
         (
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}, "auth": {"placement": "Sidecar"}}),
+            "auth.redis is required with placement Sidecar",
+        ),
+        (
             json!({"auth": {"placement": "Sidecar", "replicas": 1}}),
             "with placement Sidecar",
         ),
@@ -177,6 +181,7 @@ fn the_allowed_counterparts_pass() {
         json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "udp": {"port": 3478}}}}}),
         json!({"auth": {"replicas": 2, "redis": {"url": "redis://redis:6379"}}}),
         json!({"auth": {"placement": "Sidecar"}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
     ];
     for patch in cases {
         assert_eq!(

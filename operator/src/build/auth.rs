@@ -24,7 +24,7 @@ use super::credentials::{API_KEY_FIELD, API_SECRET_FIELD};
 use super::labels::{self, Component};
 use super::pod::{self, HASH_ANNOTATION};
 use super::services::HTTP;
-use super::{names, object_meta};
+use super::{livekit_config, names, object_meta};
 use crate::api::AuthRedis;
 use crate::defaults::OperatorDefaults;
 use crate::validate::{AuthPlacement, LiveKitPlan, Validated};
@@ -43,6 +43,25 @@ fn livekit_url(v: &Validated) -> String {
     match v.livekit() {
         LiveKitPlan::Managed(_) => format!("wss://{}", v.host()),
         LiveKitPlan::External { url } => url.clone(),
+    }
+}
+
+/// Where the service calls LiveKit's API: for a managed LiveKit its in-cluster address, so the calls
+/// do not leave the cluster and come back in through the public host and the Ingress (which would
+/// need hairpin routing). `None` for an external LiveKit: the service then uses `LIVEKIT_URL`.
+fn livekit_api_url(v: &Validated) -> Option<String> {
+    match v.livekit() {
+        // Same pod, same network namespace (also with hostNetwork).
+        LiveKitPlan::Managed(_) if v.auth_is_sidecar() => {
+            Some(format!("http://127.0.0.1:{}", livekit_config::SIGNAL_PORT))
+        }
+        LiveKitPlan::Managed(_) => Some(format!(
+            "http://{}.{}.svc:{}",
+            names::livekit(v.name()),
+            v.namespace(),
+            livekit_config::SIGNAL_PORT
+        )),
+        LiveKitPlan::External { .. } => None,
     }
 }
 
@@ -76,6 +95,9 @@ pub fn env(v: &Validated) -> Vec<EnvVar> {
             format!(":{}", contract::DEFAULT_PORT),
         ),
     ];
+    if let Some(url) = livekit_api_url(v) {
+        vars.push(value(env::LIVEKIT_API_URL, url));
+    }
     let auth = v.auth();
     if !auth.cs_api_url_overrides.is_empty() {
         let overrides: Vec<String> = auth
@@ -167,8 +189,8 @@ pub fn credentials_volume(v: &Validated) -> Volume {
     )
 }
 
-/// The Deployment `<name>-auth`, unless the service runs as a sidecar. `hash` covers the keys
-/// Secret, so new credentials roll the pods.
+/// The Deployment `<name>-auth`, unless the service runs as a sidecar. `hash` covers the credentials
+/// and the referenced Secrets' versions, so new credentials roll the pods.
 pub fn deployment(v: &Validated, defaults: &OperatorDefaults, hash: &str) -> Option<Deployment> {
     let AuthPlacement::Deployment {
         replicas,
@@ -298,6 +320,33 @@ auth:
         assert_eq!(
             plain(&vars, env::LIVEKIT_FULL_ACCESS_HOMESERVERS).as_deref(),
             Some("*")
+        );
+    }
+
+    #[test]
+    fn livekit_api_is_called_inside_the_cluster_when_the_operator_runs_livekit() {
+        let api_url = |spec: &str| plain(&env_map(&validated(spec)), env::LIVEKIT_API_URL);
+        assert_eq!(
+            api_url("").as_deref(),
+            Some("http://demo-livekit.rtc.svc:7880")
+        );
+        assert_eq!(
+            api_url("auth: {placement: Sidecar}").as_deref(),
+            Some("http://127.0.0.1:7880")
+        );
+        // Clients still get the public URL.
+        assert_eq!(
+            plain(&env_map(&validated("")), env::LIVEKIT_URL).as_deref(),
+            Some("wss://rtc.example.com")
+        );
+        // An external server is called where it says it is (or where extraEnv says).
+        assert!(!env_map(&external()).contains_key(env::LIVEKIT_API_URL));
+        let vars = env_map(&validated(
+            "livekit: {external: {url: 'wss://sfu.example.net'}}\ncredentials: {secretName: lk}\nauth: {extraEnv: [{name: LIVEKIT_API_URL, value: 'http://sfu.internal:7880'}]}",
+        ));
+        assert_eq!(
+            plain(&vars, env::LIVEKIT_API_URL).as_deref(),
+            Some("http://sfu.internal:7880")
         );
     }
 

@@ -10,7 +10,8 @@
 //! - When ports are bound on the node (HostPort, hostNetwork), a surge pod could not start on the
 //!   same node, so the rollout uses `maxSurge: 0, maxUnavailable: 1`; otherwise it surges first.
 //! - The config file and key file are mounted (ConfigMap and Secret); the pod template carries a
-//!   hash of both so a change rolls the pods.
+//!   hash of the config and of the credentials' source (plus the other Secrets the pod references),
+//!   so a change rolls the pods.
 
 use std::collections::BTreeMap;
 
@@ -251,7 +252,7 @@ fn volumes(v: &Validated, plan: &ManagedPlan) -> Vec<Volume> {
 }
 
 /// The Deployment `<name>-livekit` (with the authorisation service as a sidecar if so placed).
-/// `hash` covers the ConfigMap and the keys Secret.
+/// `hash` covers the ConfigMap, the credentials and the referenced Secrets' versions.
 pub fn deployment(
     v: &Validated,
     plan: &ManagedPlan,

@@ -16,6 +16,7 @@ pub mod livekit_config;
 pub mod names;
 mod pod;
 pub mod secret;
+pub mod secret_refs;
 pub mod service_account;
 pub mod services;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use crate::defaults::OperatorDefaults;
 use crate::validate::{LiveKitPlan, Validated};
 use credentials::{ApiCredentials, CredentialsSource};
 use labels::Component;
+use secret_refs::SecretVersions;
 
 pub use pod::HASH_ANNOTATION;
 
@@ -97,6 +99,8 @@ pub struct BuildInput<'a> {
     pub defaults: &'a OperatorDefaults,
     /// Read from `Validated::credentials_source()` (or generated) by the controller.
     pub credentials: &'a ApiCredentials,
+    /// The observed version of every Secret in [`secret_refs::all`], for the pod template hashes.
+    pub secrets: &'a SecretVersions,
 }
 
 /// A child could not be built. Nothing is applied when this happens.
@@ -106,6 +110,10 @@ pub enum BuildError {
     LiveKitConfig(#[from] serde_yaml::Error),
     #[error("cannot hash pod inputs: {0}")]
     Hash(#[from] serde_json::Error),
+    #[error(
+        "the version of the Secret {0} was not read before building (an operator bug: every Secret the pods reference is read first)"
+    )]
+    UnobservedSecret(String),
 }
 
 /// Every child of the transport, in apply order.
@@ -125,13 +133,28 @@ pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildErr
         )));
     }
     let keys = secret::keys(v, input.credentials)?;
-    let keys_json = serde_json::to_value(&keys.data)?;
-    let keys_hash = pod::content_hash(std::slice::from_ref(&keys_json));
+    // What the credentials contribute to the pod hashes. A user's Secret contributes its version
+    // (listed by `secret_refs`), never its content: see `secret_refs`. Generated credentials are 40
+    // random bytes nobody can guess from a hash, and hashing them instead of a version keeps the hash
+    // the same on the reconcile that creates their Secret (which has no version yet) and the next one,
+    // so the pods do not roll once more right after the first rollout.
+    let credentials_input = match v.credentials_source() {
+        CredentialsSource::Generated { .. } => serde_json::to_value(&keys.data)?,
+        CredentialsSource::Existing(_) => serde_json::Value::Null,
+    };
+    let auth_hash = pod::content_hash(&[
+        credentials_input.clone(),
+        secret_refs::hash_input(&secret_refs::auth_pod(v), input.secrets)?,
+    ]);
 
     let livekit_parts = match v.livekit() {
         LiveKitPlan::Managed(plan) => {
             let config = livekit_config::config_map(v, plan, input.credentials.api_key())?;
-            let hash = pod::content_hash(&[serde_json::to_value(&config.data)?, keys_json.clone()]);
+            let hash = pod::content_hash(&[
+                serde_json::to_value(&config.data)?,
+                credentials_input,
+                secret_refs::hash_input(&secret_refs::livekit_pod(v), input.secrets)?,
+            ]);
             Some((plan, config, hash))
         }
         LiveKitPlan::External { .. } => None,
@@ -151,7 +174,7 @@ pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildErr
             hash,
         )));
     }
-    if let Some(deployment) = auth::deployment(v, input.defaults, &keys_hash) {
+    if let Some(deployment) = auth::deployment(v, input.defaults, &auth_hash) {
         children.push(Child::Deployment(deployment));
     }
 
@@ -175,9 +198,11 @@ fn object_meta(v: &Validated, name: String, component: Component) -> ObjectMeta 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::{build_with, children, validated};
+    use crate::build::secret_refs::{SecretVersion, SecretVersions};
+    use crate::build::test_support::{build_observing, build_with, children, observed, validated};
 
-    const FIXTURES: [&str; 5] = [
+    const FIXTURES: [&str; 6] = [
+        REFERENCES_EVERYTHING,
         "",
         "auth: {placement: Sidecar}",
         "livekit: {external: {url: 'wss://sfu.example.net'}}\ncredentials: {secretName: lk}",
@@ -240,7 +265,7 @@ mod tests {
     #[test]
     fn generated_credentials_secret_exists_only_when_generated() {
         assert!(children("").get("Secret", "demo-credentials").is_some());
-        let external = children(FIXTURES[2]);
+        let external = children(FIXTURES[3]);
         assert!(external.get("Secret", "demo-credentials").is_none());
         assert!(external.get("Secret", "demo-keys").is_some());
         assert!(external.get("Deployment", "demo-livekit").is_none());
@@ -279,6 +304,137 @@ mod tests {
             pod_hash(&base, "demo-auth"),
             pod_hash(&rotated, "demo-auth")
         );
+    }
+
+    /// Every Secret a pod can reference by name, with user credentials.
+    const REFERENCES_EVERYTHING: &str = r#"
+credentials: {secretName: lk}
+livekit:
+  managed:
+    replicas: 2
+    redis: {address: 'redis:6379', passwordSecret: {name: redis-pw, key: p}}
+    turn: {domain: turn.example.com, tls: {port: 30003, secretName: turn-cert}}
+auth: {replicas: 2, redis: {urlSecret: {name: auth-redis, key: url}}}
+"#;
+
+    fn bumped(v: &Validated, name: &str) -> SecretVersions {
+        let mut versions = observed(v);
+        versions.insert(
+            name,
+            SecretVersion {
+                uid: format!("uid-{name}"),
+                resource_version: "2".into(),
+            },
+        );
+        versions
+    }
+
+    #[test]
+    fn a_referenced_secret_rolls_exactly_the_pods_that_read_it() {
+        let v = validated(REFERENCES_EVERYTHING);
+        let creds = ApiCredentials::placeholder();
+        let base = build_with(&v, &creds);
+        // (Secret, rolls LiveKit, rolls the authorisation service)
+        for (name, livekit, auth) in [
+            ("lk", true, true),
+            ("redis-pw", true, false),
+            ("turn-cert", true, false),
+            ("auth-redis", false, true),
+        ] {
+            let after = build_observing(&v, &creds, &bumped(&v, name));
+            assert_eq!(
+                pod_hash(&base, "demo-livekit") != pod_hash(&after, "demo-livekit"),
+                livekit,
+                "{name}: LiveKit"
+            );
+            assert_eq!(
+                pod_hash(&base, "demo-auth") != pod_hash(&after, "demo-auth"),
+                auth,
+                "{name}: auth"
+            );
+        }
+        // A recreated Secret (new uid, same resourceVersion) is a change too.
+        let mut recreated = observed(&v);
+        recreated.insert(
+            "redis-pw",
+            SecretVersion {
+                uid: "another".into(),
+                resource_version: "1".into(),
+            },
+        );
+        let after = build_observing(&v, &creds, &recreated);
+        assert_ne!(
+            pod_hash(&base, "demo-livekit"),
+            pod_hash(&after, "demo-livekit")
+        );
+    }
+
+    #[test]
+    fn a_sidecar_rolls_with_the_auth_redis_secret() {
+        let v = validated(
+            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}}}\nauth: {placement: Sidecar, redis: {urlSecret: {name: auth-redis, key: url}}}",
+        );
+        let creds = ApiCredentials::placeholder();
+        let base = build_with(&v, &creds);
+        let after = build_observing(&v, &creds, &bumped(&v, "auth-redis"));
+        assert_ne!(
+            pod_hash(&base, "demo-livekit"),
+            pod_hash(&after, "demo-livekit")
+        );
+    }
+
+    #[test]
+    fn user_credentials_enter_the_hash_by_version_not_content() {
+        let v = validated(REFERENCES_EVERYTHING);
+        // Same key (it is no secret: LiveKit's config names it, and every token carries it).
+        let user = |secret: &str| {
+            let data = [("api-key", "userkey"), ("api-secret", secret)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                .collect();
+            let secret = Secret {
+                data: Some(data),
+                ..Secret::default()
+            };
+            ApiCredentials::from_secret(&secret, "api-key", "api-secret").expect("valid")
+        };
+        let weak = user("passwordpasswordpasswordpassword");
+        let other = user("0123456789abcdef0123456789abcdef");
+        let versions = observed(&v);
+        let a = build_observing(&v, &weak, &versions);
+        let b = build_observing(&v, &other, &versions);
+        for deployment in ["demo-livekit", "demo-auth"] {
+            assert_eq!(
+                pod_hash(&a, deployment),
+                pod_hash(&b, deployment),
+                "{deployment}: the hash must not depend on the secret's content"
+            );
+        }
+        // The keys Secret does carry the new values: only the pods' trigger is the version.
+        assert_ne!(a.get("Secret", "demo-keys"), b.get("Secret", "demo-keys"));
+    }
+
+    #[test]
+    fn building_without_a_referenced_secrets_version_fails() {
+        let v = validated(REFERENCES_EVERYTHING);
+        let mut versions = SecretVersions::default();
+        versions.insert(
+            "lk",
+            SecretVersion {
+                uid: "u".into(),
+                resource_version: "1".into(),
+            },
+        );
+        let error = build(
+            &v,
+            &BuildInput {
+                defaults: &OperatorDefaults::default(),
+                credentials: &ApiCredentials::placeholder(),
+                secrets: &versions,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, BuildError::UnobservedSecret(_)), "{error}");
     }
 
     #[test]

@@ -12,8 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::api::Scheduling;
 
-/// Pod template annotation holding a hash of the mounted ConfigMap and Secret contents: when
-/// they change, the template changes and the Deployment rolls its pods.
+/// Pod template annotation holding a hash of what the pods read: the LiveKit ConfigMap's content,
+/// generated credentials, and the observed versions (not the content) of the user Secrets they
+/// reference (see [`super::secret_refs`]). When any of these change, the template changes and the
+/// Deployment rolls its pods.
 pub const HASH_ANNOTATION: &str = "matrixrtc.dev/config-hash";
 
 /// Mode of mounted Secret files: owner and group read, nothing for others (LiveKit refuses a key

@@ -2,8 +2,9 @@
 //!
 //! The keys Secret holds a copy of the credentials in the shapes the consumers want: LiveKit's
 //! `keys.yaml` (`<key>: <secret>`) and one file each for the authorisation service's
-//! `LIVEKIT_KEY_FROM_FILE` / `LIVEKIT_SECRET_FROM_FILE`. Pods mount only this operator-owned Secret,
-//! so its content hash (on the pod template) rolls them whenever the source credentials change.
+//! `LIVEKIT_KEY_FROM_FILE` / `LIVEKIT_SECRET_FROM_FILE`. Pods mount this operator-owned copy, and the
+//! pod template hash follows the source credentials (see [`super::secret_refs`]), so new credentials
+//! roll them.
 
 use std::collections::BTreeMap;
 

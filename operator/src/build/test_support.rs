@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use crate::api::MatrixRTCTransport;
 use crate::build::credentials::ApiCredentials;
+use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{BuildInput, Children, build};
 use crate::defaults::OperatorDefaults;
 use crate::validate::{Validated, validate};
@@ -59,11 +60,35 @@ pub fn children(spec_patch: &str) -> Children {
 }
 
 pub fn build_with(v: &Validated, credentials: &ApiCredentials) -> Children {
+    build_observing(v, credentials, &observed(v))
+}
+
+/// Every Secret the pods of `v` reference, at version 1.
+pub fn observed(v: &Validated) -> SecretVersions {
+    let mut versions = SecretVersions::default();
+    for r in secret_refs::all(v) {
+        versions.insert(
+            &r.name,
+            SecretVersion {
+                uid: format!("uid-{}", r.name),
+                resource_version: "1".into(),
+            },
+        );
+    }
+    versions
+}
+
+pub fn build_observing(
+    v: &Validated,
+    credentials: &ApiCredentials,
+    secrets: &SecretVersions,
+) -> Children {
     build(
         v,
         &BuildInput {
             defaults: &OperatorDefaults::default(),
             credentials,
+            secrets,
         },
     )
     .expect("build")

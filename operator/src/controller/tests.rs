@@ -717,6 +717,55 @@ async fn failures_back_off_exponentially_per_object_and_reset_on_success() {
 }
 
 #[test]
+fn every_failure_reason_is_a_listed_condition_reason() {
+    use crate::apply::{ChildId, ChildKind};
+    let failure = || ApiFailure {
+        code: Some(500),
+        reason: "InternalError".into(),
+        message: None,
+    };
+    let child = || ChildId {
+        kind: ChildKind::Deployment,
+        name: "x".into(),
+    };
+    let errors = [
+        ReconcileError::Credentials(ResolveError::Read {
+            name: "x".into(),
+            failure: failure(),
+        }),
+        ReconcileError::Build(BuildError::UnobservedSecret("x".into())),
+        ReconcileError::Apply(ApplyError::Conflict { child: child() }),
+        ReconcileError::Apply(ApplyError::Delete {
+            child: child(),
+            failure: failure(),
+        }),
+        ReconcileError::Apply(ApplyError::Apply {
+            child: child(),
+            failure: failure(),
+        }),
+        ReconcileError::Status(failure()),
+        ReconcileError::Incomplete,
+    ];
+    for error in &errors {
+        // Exhaustive on purpose: a new variant fails to compile here until it is added above.
+        match error {
+            ReconcileError::Credentials(_)
+            | ReconcileError::Build(_)
+            | ReconcileError::Apply(_)
+            | ReconcileError::Status(_)
+            | ReconcileError::Incomplete => {}
+        }
+        let reason = error.condition_reason();
+        assert!(
+            status::REASONS.contains(&reason),
+            "{reason} is not in status::REASONS"
+        );
+    }
+    // Written directly by `report_unreadable`.
+    assert!(status::REASONS.contains(&"UnreadableSpec"));
+}
+
+#[test]
 fn backoff_doubles_and_is_capped() {
     assert_eq!(backoff(1), Duration::from_secs(5));
     assert_eq!(backoff(2), Duration::from_secs(10));
@@ -736,33 +785,204 @@ fn event_notes_are_truncated_on_a_char_boundary() {
 #[test]
 fn secrets_map_to_the_transports_that_reference_them() {
     let (reader, mut writer) = kube::runtime::reflector::store::<Guarded>();
-    let make = |name: &str, namespace: &str, secret: Option<&str>| {
+    let make = |name: &str, namespace: &str, patch: Value| {
         let mut spec = minimal_spec();
-        if let Some(secret) = secret {
-            spec["credentials"] = json!({"secretName": secret});
+        if let (Some(spec), Value::Object(patch)) = (spec.as_object_mut(), patch) {
+            spec.extend(patch);
         }
         let cr: MatrixRTCTransport = serde_json::from_value(json!({
             "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec,
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+            "spec": spec,
         }))
         .unwrap();
         DeserializeGuard(Ok(cr))
     };
+    let shared = || json!({"credentials": {"secretName": "shared"}});
     for object in [
-        make("a", NS, Some("shared")),
-        make("b", NS, None),
-        make("c", "elsewhere", Some("shared")),
+        make("a", NS, shared()),
+        make("b", NS, json!({})),
+        make("c", "elsewhere", shared()),
+        make(
+            "d",
+            NS,
+            json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "tls": {"port": 30003, "secretName": "shared"}}}}}),
+        ),
+        make(
+            "e",
+            NS,
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379", "passwordSecret": {"name": "shared", "key": "p"}}}}}),
+        ),
+        make(
+            "f",
+            NS,
+            json!({"auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
+        ),
+        // Invalid (an external LiveKit without credentials): it waits for a spec change instead.
+        make(
+            "g",
+            NS,
+            json!({"livekit": {"external": {"url": "wss://sfu.example.net"}}, "auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
+        ),
     ] {
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
     }
     let mut secret = PartialObjectMeta::<Secret>::default();
     secret.metadata.name = Some("shared".into());
     secret.metadata.namespace = Some(NS.into());
-    let refs = referencing(&reader, &secret);
-    assert_eq!(
-        refs.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
-        vec!["a"]
+    let mut refs: Vec<String> = referencing(&reader, &secret)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    refs.sort();
+    assert_eq!(refs, ["a", "d", "e", "f"]);
+}
+
+/// A Secret with `data` in the test namespace.
+fn user_secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn pod_hash(h: &Harness, deployment: &str) -> String {
+    let deployment: Deployment = h.fake.get(NS, deployment).expect("Deployment");
+    deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(build::HASH_ANNOTATION).cloned())
+        .expect("hash annotation")
+}
+
+#[tokio::test]
+async fn a_missing_referenced_secret_is_degraded_and_nothing_is_applied() {
+    let h = Harness::new();
+    let mut spec = minimal_spec();
+    spec["livekit"] = json!({"managed": {
+        "replicas": 2,
+        "redis": {"address": "redis:6379", "passwordSecret": {"name": "redis-pw", "key": "password"}},
+        "turn": {"domain": "turn.example.com", "tls": {"port": 30003, "secretName": "turn-cert"}},
+    }});
+    h.create(spec);
+    let error = h.reconcile().await.expect_err("missing Secrets");
+    assert!(
+        matches!(
+            error,
+            ReconcileError::Credentials(ResolveError::ReferencedSecretsMissing { .. })
+        ),
+        "{error}"
     );
+    assert!(
+        h.children().is_empty(),
+        "nothing applied: {:?}",
+        h.children()
+    );
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReferencedSecretMissing")
+    );
+    for expected in [
+        "redis-pw (spec.livekit.managed.redis.passwordSecret)",
+        "turn-cert (spec.livekit.managed.turn.tls.secretName)",
+    ] {
+        assert!(message.contains(expected), "{message}");
+    }
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e["reason"] == "ReferencedSecretMissing")
+    );
+
+    h.fake
+        .insert(&user_secret("redis-pw", &[("password", "hunter2-hunter2")]));
+    h.reconcile().await.expect_err("one still missing");
+    let message = h.condition("Degraded").2;
+    assert!(
+        message.contains("turn-cert") && !message.contains("redis-pw"),
+        "{message}"
+    );
+
+    h.fake.insert(&user_secret(
+        "turn-cert",
+        &[("tls.crt", "c"), ("tls.key", "k")],
+    ));
+    h.reconcile().await.expect("recovers once both exist");
+    assert_eq!(h.condition("Degraded").0, "False");
+    assert!(
+        h.fake
+            .get::<Deployment>(NS, &names::livekit(NAME))
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn changing_a_referenced_secret_rolls_only_the_pods_that_read_it_and_its_content_stays_out() {
+    let h = Harness::new();
+    let password = "correct-horse-battery";
+    h.fake
+        .insert(&user_secret("redis-pw", &[("password", password)]));
+    h.fake.insert(&user_secret(
+        "auth-redis",
+        &[("url", "redis://:auth-redis-password@redis:6379/1")],
+    ));
+    let mut spec = minimal_spec();
+    spec["livekit"] = json!({"managed": {
+        "replicas": 2,
+        "redis": {"address": "redis:6379", "passwordSecret": {"name": "redis-pw", "key": "password"}},
+    }});
+    spec["auth"] = json!({"redis": {"urlSecret": {"name": "auth-redis", "key": "url"}}});
+    h.create(spec);
+    h.reconcile().await.expect("reconcile succeeds");
+    let (livekit, auth) = (names::livekit(NAME), names::auth(NAME));
+    let (livekit_before, auth_before) = (pod_hash(&h, &livekit), pod_hash(&h, &auth));
+
+    // Nothing but the user's own Secrets holds their values.
+    for value in h.fake.all_values() {
+        if value["kind"] == "Secret" {
+            continue;
+        }
+        let text = value.to_string();
+        assert!(
+            !text.contains(password) && !text.contains("auth-redis-password"),
+            "{} {}",
+            value["kind"],
+            value["metadata"]["name"]
+        );
+    }
+
+    // A new Redis password rolls LiveKit, not the authorisation service.
+    h.fake.edit::<Secret>(NS, "redis-pw", |s| {
+        s["data"]["password"] = json!("bmV3LXBhc3N3b3Jk");
+    });
+    h.reconcile().await.unwrap();
+    assert_ne!(pod_hash(&h, &livekit), livekit_before);
+    assert_eq!(pod_hash(&h, &auth), auth_before);
+
+    // And a new Redis URL for the authorisation service rolls only its pods.
+    let livekit_now = pod_hash(&h, &livekit);
+    h.fake.edit::<Secret>(NS, "auth-redis", |s| {
+        s["data"]["url"] = json!("cmVkaXM6Ly9vdGhlcjo2Mzc5");
+    });
+    h.reconcile().await.unwrap();
+    assert_eq!(pod_hash(&h, &livekit), livekit_now);
+    assert_ne!(pod_hash(&h, &auth), auth_before);
+
+    // Unchanged Secrets: nothing to roll, nothing written.
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "{:?}", h.fake.writes());
 }
 
 /// Poll `condition` every 20 ms for at most `seconds`.

@@ -448,6 +448,26 @@ fn auth_placement_and_replicas() {
 }
 
 #[test]
+fn a_sidecar_in_several_livekit_pods_needs_auth_redis() {
+    let two_livekit_pods = "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}}}";
+    assert_one(
+        &format!("{two_livekit_pods}\nauth: {{placement: Sidecar}}"),
+        "spec.auth.redis",
+        "required with placement Sidecar when livekit.managed.replicas > 1",
+    );
+    assert!(
+        problems(&format!(
+            "{two_livekit_pods}\nauth: {{placement: Sidecar, redis: {{url: 'redis://r:6379/1'}}}}"
+        ))
+        .is_empty()
+    );
+    // One LiveKit pod means one instance: its memory is the only job store, and that is enough.
+    assert!(problems("auth: {placement: Sidecar}").is_empty());
+    // The same Redis rule for a Deployment, whose replicas are counted on their own.
+    assert!(problems(&format!("{two_livekit_pods}\nauth: {{replicas: 1}}")).is_empty());
+}
+
+#[test]
 fn auth_overrides_and_redis() {
     assert_one(
         "auth: {csApiUrlOverrides: {'bad name': 'http://synapse:8008'}}",
@@ -492,6 +512,19 @@ fn extra_env_cannot_override_the_operator() {
         "A is set twice",
     );
     assert!(problems("auth: {extraEnv: [{name: LIVEKIT_LOG_LEVEL, value: debug}]}").is_empty());
+    let api_url = "auth: {extraEnv: [{name: LIVEKIT_API_URL, value: 'http://sfu.internal'}]}";
+    assert_one(
+        api_url,
+        "spec.auth.extraEnv[0].name",
+        "LIVEKIT_API_URL is set by the operator for a managed LiveKit",
+    );
+    assert!(
+        problems(&format!(
+            "livekit: {{external: {{url: 'wss://sfu.example.net'}}}}\ncredentials: {{secretName: lk}}\n{api_url}"
+        ))
+        .is_empty(),
+        "an external LiveKit may be reached by another address"
+    );
 }
 
 #[test]

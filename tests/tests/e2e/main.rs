@@ -33,6 +33,7 @@ use matrixrtc_auth::contract::env;
 use matrixrtc_operator::api::MatrixRTCTransport;
 use matrixrtc_operator::apply::ChildKind;
 use matrixrtc_operator::build::credentials::ApiCredentials;
+use matrixrtc_operator::build::secret_refs::{self, SecretVersion, SecretVersions, Use};
 use matrixrtc_operator::build::{self, BuildInput, Child, HASH_ANNOTATION, labels, names};
 use matrixrtc_operator::defaults::OperatorDefaults;
 use matrixrtc_operator::validate;
@@ -130,6 +131,7 @@ async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Fai
     if let Some(credentials) = &cr.spec.credentials {
         ensure_credentials_secret(client, namespace, credentials).await?;
     }
+    ensure_referenced_secrets(client, namespace, &cr).await?;
     let api: Api<MatrixRTCTransport> = Api::namespaced(client.clone(), namespace);
     let name = cr.name_any();
     api.patch(
@@ -145,11 +147,23 @@ async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Fai
     // What the operator should create, by its own pure pipeline.
     let validated =
         validate::validate(&live).map_err(|e| format!("the example is invalid: {e}"))?;
+    // Placeholder versions: the expected pod hashes are not compared with the live ones.
+    let mut secrets = SecretVersions::default();
+    for reference in secret_refs::all(&validated) {
+        secrets.insert(
+            &reference.name,
+            SecretVersion {
+                uid: "e2e".into(),
+                resource_version: "0".into(),
+            },
+        );
+    }
     let expected = build::build(
         &validated,
         &BuildInput {
             defaults: &OperatorDefaults::default(),
             credentials: &ApiCredentials::placeholder(),
+            secrets: &secrets,
         },
     )
     .map_err(|e| e.to_string())?;
@@ -221,6 +235,44 @@ async fn ensure_credentials_secret(
     }))
     .map_err(|e| e.to_string())?;
     apply(client, namespace, &secret).await
+}
+
+/// A placeholder for every other Secret the example's pods reference (Redis password or URL, TURN
+/// certificate) that the example does not bring: the operator applies nothing while one is missing. No pod
+/// has to start, so the content does not matter.
+async fn ensure_referenced_secrets(
+    client: &Client,
+    namespace: &str,
+    cr: &MatrixRTCTransport,
+) -> Result<(), Failure> {
+    let mut probe = cr.clone();
+    probe
+        .metadata
+        .uid
+        .get_or_insert_with(|| "e2e-probe".to_owned());
+    let validated =
+        validate::validate(&probe).map_err(|e| format!("the example is invalid: {e}"))?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for reference in secret_refs::all(&validated) {
+        if reference.used_for == Use::Credentials
+            || api
+                .get_opt(&reference.name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+        {
+            continue;
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": reference.name, "namespace": namespace},
+            "stringData": {"e2e": "placeholder"},
+        }))
+        .map_err(|e| e.to_string())?;
+        apply(client, namespace, &secret).await?;
+    }
+    Ok(())
 }
 
 fn dynamic_api(client: &Client, namespace: &str, child: &Child) -> Api<DynamicObject> {
