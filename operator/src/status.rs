@@ -434,8 +434,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stuck_rollout_is_degraded() {
+    /// A Deployment whose rollout passed its progress deadline.
+    fn stuck_deployment() -> Deployment {
         let mut stuck = deployment(2, 2, 1, 0, 1, 1);
         stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
             type_: "Progressing".into(),
@@ -443,6 +443,12 @@ mod tests {
             reason: Some("ProgressDeadlineExceeded".into()),
             ..Default::default()
         }]);
+        stuck
+    }
+
+    #[test]
+    fn a_stuck_rollout_is_degraded() {
+        let stuck = stuck_deployment();
         let status = compute(Some(1), None, &applied(Rollout::of(&stuck)), at(100));
         assert_eq!(find(&status, "Degraded").status, "True");
         assert_eq!(find(&status, "Degraded").reason, "RolloutStuck");
@@ -529,13 +535,7 @@ mod tests {
 
     #[test]
     fn every_reason_this_module_writes_is_listed() {
-        let mut stuck = deployment(2, 2, 1, 0, 1, 1);
-        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
-            type_: "Progressing".into(),
-            status: "False".into(),
-            reason: Some("ProgressDeadlineExceeded".into()),
-            ..Default::default()
-        }]);
+        let stuck = stuck_deployment();
         let outcomes = [
             applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1))),
             applied(Rollout::of(&deployment(2, 2, 1, 0, 1, 1))),

@@ -199,7 +199,9 @@ fn object_meta(v: &Validated, name: String, component: Component) -> ObjectMeta 
 mod tests {
     use super::*;
     use crate::build::secret_refs::{SecretVersion, SecretVersions};
-    use crate::build::test_support::{build_observing, build_with, children, observed, validated};
+    use crate::build::test_support::{
+        REFERENCES_EVERYTHING, build_observing, build_with, children, observed, validated,
+    };
 
     const FIXTURES: [&str; 6] = [
         REFERENCES_EVERYTHING,
@@ -305,17 +307,6 @@ mod tests {
             pod_hash(&rotated, "demo-auth")
         );
     }
-
-    /// Every Secret a pod can reference by name, with user credentials.
-    const REFERENCES_EVERYTHING: &str = r#"
-credentials: {secretName: lk}
-livekit:
-  managed:
-    replicas: 2
-    redis: {address: 'redis:6379', passwordSecret: {name: redis-pw, key: p}}
-    turn: {domain: turn.example.com, tls: {port: 30003, secretName: turn-cert}}
-auth: {replicas: 2, redis: {urlSecret: {name: auth-redis, key: url}}}
-"#;
 
     fn bumped(v: &Validated, name: &str) -> SecretVersions {
         let mut versions = observed(v);

@@ -171,25 +171,15 @@ pub(super) fn hash_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::validated;
+    use crate::build::test_support::{REFERENCES_EVERYTHING, validated};
 
     fn names(refs: &[SecretRef]) -> Vec<(&str, Use)> {
         refs.iter().map(|r| (r.name.as_str(), r.used_for)).collect()
     }
 
-    const EVERYTHING: &str = r#"
-credentials: {secretName: lk}
-livekit:
-  managed:
-    replicas: 2
-    redis: {address: 'redis:6379', passwordSecret: {name: redis-pw, key: p}}
-    turn: {domain: turn.example.com, tls: {port: 30003, secretName: turn-cert}}
-auth: {replicas: 2, redis: {urlSecret: {name: auth-redis, key: url}}}
-"#;
-
     #[test]
     fn each_pod_lists_the_secrets_it_reads() {
-        let v = validated(EVERYTHING);
+        let v = validated(REFERENCES_EVERYTHING);
         assert_eq!(
             names(&livekit_pod(&v)),
             [

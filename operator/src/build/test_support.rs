@@ -93,3 +93,14 @@ pub fn build_observing(
     )
     .expect("build")
 }
+
+/// Every Secret a pod can reference by name, with user credentials.
+pub const REFERENCES_EVERYTHING: &str = r#"
+credentials: {secretName: lk}
+livekit:
+  managed:
+    replicas: 2
+    redis: {address: 'redis:6379', passwordSecret: {name: redis-pw, key: p}}
+    turn: {domain: turn.example.com, tls: {port: 30003, secretName: turn-cert}}
+auth: {replicas: 2, redis: {urlSecret: {name: auth-redis, key: url}}}
+"#;
