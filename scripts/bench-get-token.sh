@@ -8,8 +8,9 @@
 #   - the service twice: "warm" with the OpenID cache on (default TTL) and "cold" with it off
 #     (LIVEKIT_OPENID_CACHE_SECONDS=0), so that every cold request is a userinfo round trip over a
 #     pooled TLS connection. The fake homeserver is not a full-access homeserver: no SFU call.
-# then, RUNS times, interleaved: a saturation run (closed loop) of ceiling, warm and cold, and a fixed-rate
-# run (open loop) of each. Warm runs draw from USERS users; cold runs use a new token for every request.
+# then RUNS saturation runs (closed loop) of ceiling, warm and cold, interleaved, and after them RUNS
+# fixed-rate runs (open loop) of each. Warm runs draw from USERS users; cold runs use a new token for
+# every request.
 # Each run prints the generator's RESULT line plus, from /proc, the CPU the server spent per request
 # (`svc_cpu_us_per_req`; for cold runs also the fake homeserver's, `hs_cpu_us_per_req`) and the server's
 # peak resident memory sampled every 100 ms (`rss_max_kib`). The end is a table of medians.
@@ -194,10 +195,14 @@ for target in ceiling warm cold; do
     --tokens "${tokens[$target]}" --users "$USERS" --rooms "$ROOMS" --label "warmup-$target" >/dev/null
 done
 
+# Saturation runs first: memory that a server keeps after the 1,000-connection runs (the allocator does
+# not hand it back) would otherwise show up as the peak of the saturation runs.
 for run in $(seq "$RUNS"); do
   for target in ceiling warm cold; do
     measure saturation "$target" "$run" --connections "$SAT_CONNECTIONS" --rate 0
   done
+done
+for run in $(seq "$RUNS"); do
   for target in ceiling warm cold; do
     measure rate "$target" "$run" --connections "$RATE_CONNECTIONS" --rate "$RATE"
   done

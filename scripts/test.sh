@@ -80,11 +80,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "cargo-nextest is missing; installing it (slow)"
     cargo install --locked cargo-nextest
 fi
-# The binaries first: the black-box tests spawn the service, and the Python suite runs both binaries.
-if ! cargo build --workspace --bins --locked; then
-    echo "cargo build failed" >&2
-    status=1
-fi
+# This also builds both binaries (each crate has an integration test that runs its binary), with the same
+# features as the tests: a separate `cargo build` would resolve features without the dev-dependencies and
+# compile half the dependency tree a second time. The Python suite below uses those binaries.
 if ! cargo nextest run --workspace --locked --no-fail-fast; then
     echo "cargo nextest failed" >&2
     status=1
