@@ -3,7 +3,7 @@
 
 use crate::support::body::{self, DEVICE_ID, MEMBER_ID, ROOM_ID, SLOT_ID};
 use crate::support::jwt::{assert_create_room_token, hash};
-use crate::support::livekit::CREATE_ROOM_PATH;
+use crate::support::livekit::{CREATE_ROOM_PATH, CreateRoomCall};
 use crate::support::service::free_port;
 use crate::support::{World, assert_token_response, bounded};
 
@@ -67,14 +67,7 @@ async fn livekit_url_path_prefix_is_kept() {
             &hash(&[&user, DEVICE_ID, MEMBER_ID]),
             &hash(&[ROOM_ID, SLOT_ID]),
         );
-        let calls = world.livekit.calls();
-        assert_eq!(
-            calls.len(),
-            1,
-            "{calls:?} / other: {:?}",
-            world.livekit.other_paths()
-        );
-        assert_eq!(calls[0].path, format!("/livekit/sfu{CREATE_ROOM_PATH}"));
+        assert_one_create_room_at(&world, "/livekit/sfu");
     })
     .await;
 }
@@ -112,15 +105,8 @@ async fn livekit_api_url_takes_the_twirp_calls_and_livekit_url_stays_for_clients
             &hash(&[&user, DEVICE_ID, MEMBER_ID]),
             &hash(&[ROOM_ID, SLOT_ID]),
         );
-        let calls = world.livekit.calls();
-        assert_eq!(
-            calls.len(),
-            1,
-            "{calls:?} / other: {:?}",
-            world.livekit.other_paths()
-        );
-        assert_eq!(calls[0].path, format!("/internal{CREATE_ROOM_PATH}"));
-        assert_create_room_token(calls[0].bearer.as_deref());
+        let call = assert_one_create_room_at(&world, "/internal");
+        assert_create_room_token(call.bearer.as_deref());
     })
     .await;
 }
@@ -276,4 +262,18 @@ async fn list_without_entries_grants_nobody() {
         }
     })
     .await;
+}
+
+/// Exactly one CreateRoom reached the fake LiveKit, under `prefix`; returns it.
+fn assert_one_create_room_at(world: &World, prefix: &str) -> CreateRoomCall {
+    let mut calls = world.livekit.calls();
+    assert_eq!(
+        calls.len(),
+        1,
+        "{calls:?} / other: {:?}",
+        world.livekit.other_paths()
+    );
+    let call = calls.remove(0);
+    assert_eq!(call.path, format!("{prefix}{CREATE_ROOM_PATH}"));
+    call
 }
