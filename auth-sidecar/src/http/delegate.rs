@@ -381,12 +381,7 @@ mod tests {
                     .await;
                 assert_eq!(response.status, StatusCode::OK);
                 assert!(response.body.is_empty());
-                assert!(
-                    response
-                        .headers
-                        .get("access-control-allow-origin")
-                        .is_none()
-                );
+                Harness::assert_no_cors(&response.headers);
             }
             let metrics = harness.state.metrics.encode();
             assert!(

@@ -39,12 +39,7 @@ mod tests {
                 .await;
             assert_eq!(response.status, status, "{method}");
             assert!(response.body.is_empty());
-            assert!(
-                response
-                    .headers
-                    .get("access-control-allow-origin")
-                    .is_none()
-            );
+            Harness::assert_no_cors(&response.headers);
         }
     }
 
@@ -66,12 +61,7 @@ mod tests {
                 response.headers["content-type"],
                 "text/plain; charset=utf-8"
             );
-            assert!(
-                response
-                    .headers
-                    .get("access-control-allow-origin")
-                    .is_none()
-            );
+            Harness::assert_no_cors(&response.headers);
         }
     }
 }

@@ -207,6 +207,11 @@ impl Harness {
         assert!(headers.get("access-control-max-age").is_none());
         assert!(headers.get("allow").is_none());
     }
+
+    /// Endpoints other than the three POST ones carry no CORS headers.
+    pub fn assert_no_cors(headers: &HeaderMap) {
+        assert!(headers.get("access-control-allow-origin").is_none());
+    }
 }
 
 /// A JSON POST.
