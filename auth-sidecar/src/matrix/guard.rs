@@ -416,6 +416,14 @@ mod tests {
             "64:ff9b::192.168.0.1",
             "2002:7f00:1::1",
             "2002:a9fe:a9fe::",
+            "::ffff:7f00:1",
+            "::ffff:100.64.0.1",
+            "::ffff:255.255.255.255",
+            "::ffff:0.0.0.0",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::127.0.0.1",
+            "2002:c0a8:101::1",
+            "2002:ac10::1",
         ] {
             assert!(refused(&guard, addr), "{addr} should be refused");
         }
