@@ -10,6 +10,7 @@
 //! [`crate::matrix`], which adds the SSRF guard.
 
 pub mod dns;
+pub mod host;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub struct OutboundSettings {
     pub skip_tls_verify: bool,
     /// Connect timeout of every outbound call (default 5 s).
     pub connect_timeout: Duration,
-    /// Total timeout of every outbound call (default 10 s).
+    /// Total timeout of every outbound call, and of a whole OpenID lookup with its server discovery
+    /// (default 30 s, the reference's federation client timeout, spec §2).
     pub request_timeout: Duration,
     /// Ranges that non-full-access homeservers may resolve to despite the SSRF guard.
     pub allowed_ranges: Vec<ipnet::IpNet>,
@@ -49,7 +51,7 @@ impl Default for OutboundSettings {
         Self {
             skip_tls_verify: false,
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             allowed_ranges: Vec::new(),
             openid_cache_ttl: Duration::from_secs(60),
         }

@@ -2,7 +2,7 @@
 //! and the unauthenticated MSC4140 `restart`/`send` calls on a delayed event.
 //!
 //! The base URL comes from `LIVEKIT_CS_API_URL_OVERRIDES`, else from a cache of earlier successful
-//! discoveries (4 h), else from `https://<server_name>/.well-known/matrix/client`. The `delay_cs_api_url`
+//! discoveries (4 h, at most [`CACHE_CAPACITY`] homeservers), else from `https://<server_name>/.well-known/matrix/client`. The `delay_cs_api_url`
 //! a client sends is never used: pointing us at an arbitrary URL would make the service a request proxy.
 //!
 //! Who is contacted how: overrides and homeservers the operator named in
@@ -14,7 +14,6 @@
 //! an error or a log line produced here.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +21,16 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use url::Url;
 
-use super::guard::{Guard, GuardedResolver, Refusal};
+use super::guard::{Guard, GuardedClient, Refusal};
+use super::server_name::ServerName;
 use crate::config::FullAccess;
 use crate::delegation::retry::{self, Action, Reply};
 use crate::outbound::Outbound;
 use crate::telemetry::Metrics;
 
+/// Homeservers whose client-server API URL is remembered. Anyone can make the service discover a server
+/// name of their choosing, so the cache is bounded: when full, expired entries go, then the oldest.
+pub const CACHE_CAPACITY: usize = 10_000;
 /// `.well-known/matrix/client` bodies above this size are refused.
 const WELL_KNOWN_LIMIT: usize = 64 * 1024;
 /// Whole-request timeout of the well-known lookup.
@@ -69,10 +72,8 @@ pub enum ClientApiError {
 pub struct Reach {
     /// For overrides and homeservers the operator named.
     trusted: reqwest::Client,
-    /// For everyone else: DNS answers and redirects pass the SSRF guard.
-    guarded: reqwest::Client,
-    guard: Arc<Guard>,
-    metrics: Arc<Metrics>,
+    /// For everyone else: URLs, DNS answers and redirects pass the SSRF guard.
+    guarded: GuardedClient,
     full_access: FullAccess,
 }
 
@@ -84,53 +85,37 @@ impl Reach {
         metrics: Arc<Metrics>,
         full_access: FullAccess,
     ) -> Result<Self, reqwest::Error> {
-        let guarded = outbound
-            .client_builder()
-            .redirect(super::discovery::redirect_policy(Some((
-                Arc::clone(&guard),
-                Arc::clone(&metrics),
-            ))))
-            .dns_resolver(Arc::new(GuardedResolver {
-                dns: Arc::clone(outbound.dns()),
-                guard: Arc::clone(&guard),
-                metrics: Arc::clone(&metrics),
-            }))
-            .build()?;
+        let guarded = GuardedClient::build(
+            outbound.client_builder(),
+            Arc::clone(outbound.dns()),
+            guard,
+            metrics,
+        )?;
         Ok(Self {
             trusted: outbound.http().clone(),
             guarded,
-            guard,
-            metrics,
             full_access,
         })
     }
 
-    fn client(&self, trusted: bool) -> &reqwest::Client {
+    /// A request to `url`; for an untrusted homeserver, refused if its host is a guarded IP literal (host
+    /// names are checked when they resolve).
+    fn request(
+        &self,
+        server_name: &str,
+        method: reqwest::Method,
+        url: Url,
+        trusted: bool,
+    ) -> Result<reqwest::RequestBuilder, ClientApiError> {
         if trusted {
-            &self.trusted
-        } else {
-            &self.guarded
+            return Ok(self.trusted.request(method, url));
         }
-    }
-
-    /// For an untrusted homeserver, refuses a URL whose host is a guarded IP literal (host names are
-    /// checked when they resolve).
-    fn check(&self, server_name: &str, url: &Url, trusted: bool) -> Result<(), ClientApiError> {
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        if trusted {
-            return Ok(());
-        }
-        self.guard.check(literal).map_err(|refusal| {
-            self.metrics.outbound_refused();
-            ClientApiError::Refused {
+        self.guarded
+            .request(method, url)
+            .map_err(|refusal| ClientApiError::Refused {
                 server_name: server_name.to_owned(),
                 refusal,
-            }
-        })
+            })
     }
 }
 
@@ -187,10 +172,18 @@ impl ClientApi {
         }
         let trusted = self.reach.full_access.names(server_name);
         let url = self.discover(server_name, trusted).await?;
-        self.reach.check(server_name, &url, trusted)?;
+        // Refused now rather than at the first call: the request path answers 400 when this fails.
+        if !trusted {
+            self.reach
+                .guarded
+                .check_url(&url)
+                .map_err(|refusal| ClientApiError::Refused {
+                    server_name: server_name.to_owned(),
+                    refusal,
+                })?;
+        }
         let base = Base { url, trusted };
-        self.lock_cache()
-            .insert(server_name.to_owned(), (base.clone(), Instant::now()));
+        self.remember(server_name, base.clone(), Instant::now());
         Ok(base)
     }
 
@@ -203,11 +196,34 @@ impl ClientApi {
     ) -> Result<Reply, ClientApiError> {
         let base = self.resolve(server_name).await?;
         let url = delayed_event_url(&base.url, delay_id, action)?;
-        Ok(self.post_empty_object(url, base.trusted).await)
+        let request = self
+            .reach
+            .request(server_name, reqwest::Method::POST, url, base.trusted)?;
+        Ok(post_empty_object(request).await)
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Base, Instant)>> {
         super::lock(&self.cache)
+    }
+
+    /// Caches `base` for `server_name`, keeping at most [`CACHE_CAPACITY`] entries.
+    fn remember(&self, server_name: &str, base: Base, now: Instant) {
+        let mut cache = self.lock_cache();
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(server_name) {
+            let ttl = self.cache_ttl;
+            cache.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            while cache.len() >= CACHE_CAPACITY {
+                let oldest = cache
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(name, _)| name.clone());
+                match oldest {
+                    Some(name) => cache.remove(&name),
+                    None => break,
+                };
+            }
+        }
+        cache.insert(server_name.to_owned(), (base, now));
     }
 
     fn cached(&self, server_name: &str) -> Option<Base> {
@@ -227,13 +243,14 @@ impl ClientApi {
             server_name: server_name.to_owned(),
             reason,
         };
-        let url = Url::parse(&format!("https://{server_name}/.well-known/matrix/client"))
+        // Parsed with the service's one host classification, so the URL's host is what was validated.
+        let name = ServerName::parse(server_name)
             .map_err(|error| fetch_error(format!("not a server name: {error}")))?;
-        self.reach.check(server_name, &url, trusted)?;
+        let url = Url::parse(&format!("https://{name}/.well-known/matrix/client"))
+            .map_err(|error| fetch_error(format!("not a server name: {error}")))?;
         let mut response = self
             .reach
-            .client(trusted)
-            .get(url)
+            .request(server_name, reqwest::Method::GET, url, trusted)?
             .timeout(WELL_KNOWN_TIMEOUT)
             .send()
             .await
@@ -256,50 +273,48 @@ impl ClientApi {
         let base_url = well_known_base_url(server_name, status, &body)?;
         parse_base(server_name, &base_url)
     }
+}
 
-    async fn post_empty_object(&self, url: Url, trusted: bool) -> Reply {
-        let sent = self
-            .reach
-            .client(trusted)
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .body("{}")
-            .timeout(ATTEMPT_TIMEOUT)
-            .send()
-            .await;
-        let mut response = match sent {
-            Ok(response) => response,
-            // `without_url`: the URL holds the delay ID, which must not be logged.
-            Err(error) => {
-                return Reply::Transient(format!(
-                    "transport: {}",
-                    super::error_chain(&error.without_url())
-                ));
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let mut body = Vec::new();
-        // Only a 429 body is interesting; a body that fails to arrive just has no hint in it.
-        if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
-            while let Ok(Some(chunk)) = response.chunk().await {
-                body.extend_from_slice(&chunk);
-                if body.len() > ERROR_BODY_LIMIT {
-                    break;
-                }
+/// Performs one delayed-event call and classifies its outcome.
+async fn post_empty_object(request: reqwest::RequestBuilder) -> Reply {
+    let sent = request
+        .header(CONTENT_TYPE, "application/json")
+        .body("{}")
+        .timeout(ATTEMPT_TIMEOUT)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        // `without_url`: the URL holds the delay ID, which must not be logged.
+        Err(error) => {
+            return Reply::Transient(format!(
+                "transport: {}",
+                super::error_chain(&error.without_url())
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    // Only a 429 body is interesting; a body that fails to arrive just has no hint in it.
+    if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() > ERROR_BODY_LIMIT {
+                break;
             }
         }
-        retry::classify(
-            status,
-            retry_after.as_deref(),
-            &body,
-            time::OffsetDateTime::now_utc(),
-        )
     }
+    retry::classify(
+        status,
+        retry_after.as_deref(),
+        &body,
+        time::OffsetDateTime::now_utc(),
+    )
 }
 
 /// `m.homeserver.base_url` of a `.well-known/matrix/client` response (mautrix `DiscoverClientAPI`
@@ -528,6 +543,44 @@ mod tests {
         );
         assert_eq!(expired.cached("old.example"), None);
         assert!(expired.lock_cache().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_url_cache_is_bounded_dropping_expired_then_oldest_entries() {
+        let api = client_api(&[], Duration::from_secs(60));
+        let start = Instant::now();
+        // One entry already expired, then a full cache of live ones.
+        api.remember("expired", trusted("https://expired"), start);
+        let later = start + Duration::from_secs(120);
+        for i in 0..CACHE_CAPACITY - 1 {
+            api.remember(&format!("hs{i}"), trusted("https://api"), later);
+        }
+        assert_eq!(api.lock_cache().len(), CACHE_CAPACITY);
+        api.remember(
+            "new1",
+            trusted("https://new"),
+            later + Duration::from_secs(1),
+        );
+        assert_eq!(api.lock_cache().len(), CACHE_CAPACITY);
+        assert!(
+            !api.lock_cache().contains_key("expired"),
+            "expired goes first"
+        );
+        // No expired entry left: the oldest goes, and the newcomer stays.
+        api.remember(
+            "older",
+            trusted("https://x"),
+            start + Duration::from_secs(100),
+        );
+        api.remember(
+            "new2",
+            trusted("https://new"),
+            later + Duration::from_secs(2),
+        );
+        let cache = api.lock_cache();
+        assert_eq!(cache.len(), CACHE_CAPACITY);
+        assert!(!cache.contains_key("older"), "the oldest entry goes");
+        assert!(cache.contains_key("new1") && cache.contains_key("new2"));
     }
 
     #[tokio::test]

@@ -15,10 +15,15 @@
 //! TTL-honouring cache, so a route cached for a day never pins SRV answers longer than their TTL.
 //!
 //! Routes are cached per (server name, trusted): a `.well-known` answer for its `Cache-Control: max-age`
-//! or `Expires` (at least 5 min, at most 48 h, else 24 h), a failed `.well-known` for 10 min.
+//! or `Expires` (at least 5 min, at most 48 h, else 24 h), a definite `.well-known` failure (a 4xx other
+//! than 408/429, a body that is too large, not JSON or names no valid server) for 10 min. A failure that
+//! may pass (timeout, connection error, 5xx, 408, 429) falls back to SRV/8448 for that lookup only and
+//! is not cached: the next lookup asks the `.well-known` again, so a slow moment never pins the fallback.
 //! Concurrent lookups of one name share a single discovery. Each route also owns the idle keep-alive
 //! connections to it, so dropping a route (expiry, or [`Discovery::invalidate`] after a connection
-//! failure) also drops its connections.
+//! failure) also drops its connections. A reaper task closes connections idle for longer than the idle
+//! timeout and drops expired routes, on a timer rather than on the next request, so a homeserver that
+//! is never asked again cannot keep a connection open for as long as its route is cached.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,11 +36,11 @@ use rustls::pki_types::ServerName as TlsName;
 use tokio::sync::OnceCell;
 
 use super::federation::IdlePool;
-use super::guard::{Guard, GuardedResolver};
+use super::guard::{Guard, GuardedClient, Refusal, redirect_policy};
 use super::server_name::{Host, ServerName};
 use super::{error_chain, lock};
-use crate::outbound::Outbound;
 use crate::outbound::dns::{Dns, DnsError, PlainResolver, SrvRecord};
+use crate::outbound::{Outbound, POOL_IDLE_TIMEOUT};
 use crate::telemetry::Metrics;
 
 /// Port of federation when neither the server name nor SRV says otherwise.
@@ -48,10 +53,8 @@ const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_TTL: Duration = Duration::from_secs(48 * 3600);
 /// Shortest a `.well-known` answer is kept, so `max-age=0` cannot make every connection refetch it.
 const MIN_TTL: Duration = Duration::from_secs(5 * 60);
-/// How long a failed `.well-known` lookup (and so the SRV/8448 route) is kept.
+/// How long a definitely failed `.well-known` lookup (and so the SRV/8448 route) is kept.
 const FAILURE_TTL: Duration = Duration::from_secs(10 * 60);
-/// Redirects followed by a `.well-known` fetch.
-const MAX_REDIRECTS: usize = 3;
 /// Routes kept per trust level; bounds memory when requests name many (possibly made-up) servers.
 const CACHE_CAPACITY: usize = 10_000;
 /// SRV services tried in order: the current one, then the one deprecated since Matrix 1.8.
@@ -155,6 +158,28 @@ enum WellKnownError {
     BadServerName(String),
     #[error(transparent)]
     BadRoute(#[from] DiscoveryError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+impl WellKnownError {
+    /// Whether the failure says something lasting about the server (its fallback route may be cached),
+    /// rather than about this attempt (timeout, connection, server error, rate limit).
+    fn is_definite(&self) -> bool {
+        match self {
+            Self::Request(_) => false,
+            Self::Status(status) => {
+                status.is_client_error()
+                    && *status != http::StatusCode::REQUEST_TIMEOUT
+                    && *status != http::StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::TooLarge
+            | Self::BadJson(_)
+            | Self::BadServerName(_)
+            | Self::BadRoute(_)
+            | Self::Refused(_) => true,
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -164,6 +189,8 @@ struct WellKnownBody {
 }
 
 type Slot = Arc<OnceCell<Arc<Route>>>;
+/// Index 0: other homeservers, index 1: full-access ones.
+type Cache = [Mutex<HashMap<Box<str>, Slot>>; 2];
 
 /// Resolves server names to routes, with a cache.
 pub struct Discovery {
@@ -171,13 +198,24 @@ pub struct Discovery {
     metrics: Arc<Metrics>,
     /// `.well-known` client for full-access homeservers.
     well_known_trusted: reqwest::Client,
-    /// `.well-known` client whose resolver and redirect policy apply the guard.
-    well_known_guarded: reqwest::Client,
+    /// `.well-known` client for everyone else.
+    well_known_guarded: GuardedClient,
     well_known_timeout: Duration,
     /// Port of `.well-known` fetches: 443, except in tests.
     well_known_port: u16,
-    /// Index 0: other homeservers, index 1: full-access ones.
-    cache: [Mutex<HashMap<Box<str>, Slot>>; 2],
+    cache: Arc<Cache>,
+    /// How long a pooled connection may stay idle.
+    idle_timeout: Duration,
+    /// The idle-connection reaper, started with the first lookup (which runs inside the runtime).
+    reaper: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.get() {
+            reaper.abort();
+        }
+    }
 }
 
 impl Discovery {
@@ -195,19 +233,12 @@ impl Discovery {
             .redirect(redirect_policy(None))
             .dns_resolver(Arc::new(PlainResolver(Arc::clone(outbound.dns()))))
             .build()?;
-        let well_known_guarded = outbound
-            .client_builder()
-            .https_only(true)
-            .redirect(redirect_policy(Some((
-                Arc::clone(&guard),
-                Arc::clone(&metrics),
-            ))))
-            .dns_resolver(Arc::new(GuardedResolver {
-                dns: Arc::clone(outbound.dns()),
-                guard,
-                metrics: Arc::clone(&metrics),
-            }))
-            .build()?;
+        let well_known_guarded = GuardedClient::build(
+            outbound.client_builder().https_only(true),
+            Arc::clone(outbound.dns()),
+            guard,
+            Arc::clone(&metrics),
+        )?;
         Ok(Self {
             dns: Arc::clone(outbound.dns()),
             metrics,
@@ -215,8 +246,42 @@ impl Discovery {
             well_known_guarded,
             well_known_timeout,
             well_known_port: 443,
-            cache: Default::default(),
+            cache: Arc::default(),
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            reaper: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Test hook: a shorter idle timeout (before the first lookup, which starts the reaper).
+    #[cfg(test)]
+    pub(crate) fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout = timeout;
+    }
+
+    /// How long a pooled connection may stay idle before it is closed.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Starts the reaper once: every third of the idle timeout it closes connections idle for longer than
+    /// the timeout and drops expired routes. So no connection stays idle longer than 4/3 of the timeout.
+    fn start_reaper(&self) {
+        self.reaper.get_or_init(|| {
+            let cache = Arc::downgrade(&self.cache);
+            let timeout = self.idle_timeout;
+            tokio::spawn(async move {
+                let mut interval =
+                    tokio::time::interval((timeout / 3).max(Duration::from_millis(10)));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let Some(cache) = cache.upgrade() else {
+                        return;
+                    };
+                    reap(&cache, Instant::now(), timeout);
+                }
+            })
+        });
     }
 
     /// Test hook: fetch `.well-known` from another port than 443.
@@ -231,6 +296,7 @@ impl Discovery {
         name: &ServerName<'_>,
         trusted: bool,
     ) -> Result<Arc<Route>, DiscoveryError> {
+        self.start_reaper();
         let (slot, hit) = self.slot(name.as_str(), trusted, Instant::now());
         self.metrics.discovery_cache(hit);
         slot.get_or_try_init(|| async { self.discover(name, trusted).await.map(Arc::new) })
@@ -301,14 +367,22 @@ impl Discovery {
         match self.well_known(host, trusted).await {
             Ok(route) => Ok(route),
             Err(error) => {
-                tracing::debug!(server_name = %name, %error, "no usable .well-known/matrix/server; using SRV or port 8448");
+                let definite = error.is_definite();
+                tracing::debug!(server_name = %name, %error, definite, "no usable .well-known/matrix/server; using SRV or port 8448");
+                // A failure that may pass is not cached: the route expires as it is made, so the next
+                // lookup asks the `.well-known` again (concurrent lookups still share this one).
+                let ttl = if definite {
+                    FAILURE_TTL
+                } else {
+                    Duration::ZERO
+                };
                 Route::new(
                     host,
                     dns_tls_name(host)?,
                     Destination::Srv {
                         name: host.to_owned(),
                     },
-                    FAILURE_TTL,
+                    ttl,
                 )
             }
         }
@@ -320,13 +394,15 @@ impl Discovery {
             443 => format!("https://{host}/.well-known/matrix/server"),
             port => format!("https://{host}:{port}/.well-known/matrix/server"),
         };
-        let client = if trusted {
-            &self.well_known_trusted
+        let url = url::Url::parse(&url).map_err(|e| WellKnownError::Request(e.to_string()))?;
+        let request = if trusted {
+            self.well_known_trusted.get(url)
         } else {
-            &self.well_known_guarded
+            // `host` is a DNS name by the URL parser's own reading (see `server_name`), so the literal
+            // check never refuses here; the resolver judges what the name resolves to.
+            self.well_known_guarded.request(reqwest::Method::GET, url)?
         };
-        let mut response = client
-            .get(url)
+        let mut response = request
             .timeout(self.well_known_timeout)
             .send()
             .await
@@ -433,6 +509,17 @@ fn cache_ttl(headers: &HeaderMap, now: SystemTime) -> Duration {
         .clamp(MIN_TTL, MAX_TTL)
 }
 
+/// Drops expired routes (and with them their connections) and closes connections idle for `idle_timeout`.
+fn reap(cache: &Cache, now: Instant, idle_timeout: Duration) {
+    for level in cache {
+        let mut routes = lock(level);
+        routes.retain(|_, slot| slot.get().is_none_or(|route| route.expires > now));
+        for route in routes.values().filter_map(|slot| slot.get()) {
+            route.idle.reap(now, idle_timeout);
+        }
+    }
+}
+
 /// Drops expired routes, then arbitrary ones if the cache is still full.
 fn evict(cache: &mut HashMap<Box<str>, Slot>, now: Instant) {
     cache.retain(|_, slot| slot.get().is_none_or(|route| route.expires > now));
@@ -443,30 +530,6 @@ fn evict(cache: &mut HashMap<Box<str>, Slot>, now: Instant) {
     }
 }
 
-/// Follows at most [`MAX_REDIRECTS`] redirects, HTTPS only (the client is `https_only`); with a guard,
-/// never to a refused IP literal (host names go through the guarded resolver).
-pub(crate) fn redirect_policy(
-    guard: Option<(Arc<Guard>, Arc<Metrics>)>,
-) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
-        }
-        let literal = match attempt.url().host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let (Some((guard, metrics)), Some(ip)) = (&guard, literal)
-            && let Err(refusal) = guard.check(ip)
-        {
-            metrics.outbound_refused();
-            return attempt.error(refusal);
-        }
-        attempt.follow()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
@@ -474,6 +537,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
+    use crate::matrix::guard::MAX_REDIRECTS;
     use crate::matrix::test_support::{
         Answer, FakeDns, Seen, TestServer, bounded, outbound, settings,
     };
@@ -727,7 +791,7 @@ mod tests {
                     StatusCode::NOT_FOUND,
                     r#"{"m.server":"delegated.test"}"#.into(),
                 ),
-                ("500", StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                ("403", StatusCode::FORBIDDEN, String::new()),
                 ("not JSON", StatusCode::OK, "<html>".into()),
                 (
                     "no m.server",
@@ -756,6 +820,84 @@ mod tests {
                 assert_ttl(&route, FAILURE_TTL);
                 assert_eq!(server.seen().len(), 1, "{case}: the well-known was asked");
             }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_well_known_that_times_out_or_fails_for_now_never_pins_the_fallback() {
+        bounded(async {
+            // Accepts connections and never says a word, not even the TLS handshake.
+            let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = silent.local_addr().unwrap().port();
+            let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = Arc::clone(&accepted);
+            let holder = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((tcp, _)) = silent.accept().await {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(tcp);
+                }
+            });
+            let quick = OutboundSettings {
+                request_timeout: Duration::from_secs(1),
+                ..settings()
+            };
+            let (mut discovery, _, _) =
+                new_discovery(FakeDns::default().ip("hs.test", "127.0.0.1"), &quick);
+            discovery.set_well_known_port(port);
+            for round in 1..=2 {
+                let started = Instant::now();
+                let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+                assert_eq!(route.destination(), &srv("hs.test"), "fallback for now");
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "{:?}",
+                    started.elapsed()
+                );
+                assert_eq!(
+                    accepted.load(std::sync::atomic::Ordering::SeqCst),
+                    round,
+                    "the timed-out .well-known is asked again"
+                );
+            }
+            holder.abort();
+
+            for status in [
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::REQUEST_TIMEOUT,
+                StatusCode::TOO_MANY_REQUESTS,
+            ] {
+                let (server, discovery, _) =
+                    delegating(move |_| Answer::json(status, ""), &settings()).await;
+                for _ in 0..2 {
+                    let route = discovery.resolve(&name("hs.test"), true).await.unwrap();
+                    assert_eq!(route.destination(), &srv("hs.test"), "{status}");
+                }
+                assert_eq!(server.seen().len(), 2, "{status}: asked again");
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn expired_routes_and_their_connections_are_reaped() {
+        bounded(async {
+            let (_server, discovery, _) =
+                delegating(|_| Answer::json(StatusCode::NOT_FOUND, ""), &settings()).await;
+            discovery.resolve(&name("hs.test"), true).await.unwrap();
+            reap(&discovery.cache, Instant::now(), POOL_IDLE_TIMEOUT);
+            assert_eq!(lock(&discovery.cache[1]).len(), 1, "a live route stays");
+            reap(
+                &discovery.cache,
+                Instant::now() + FAILURE_TTL + Duration::from_secs(1),
+                POOL_IDLE_TIMEOUT,
+            );
+            assert!(
+                lock(&discovery.cache[1]).is_empty(),
+                "an expired route goes"
+            );
         })
         .await;
     }

@@ -6,7 +6,8 @@
 //! `http/1.1`), then a hyper HTTP/1.1 connection. Idle connections are kept on their [`Route`], so a
 //! repeated request to the same homeserver reuses one without any discovery, DNS or handshake.
 //!
-//! For non-full-access homeservers every address is checked by the [`Guard`] before connecting. When a
+//! For non-full-access homeservers every socket address is checked by the [`Guard`] just before it is
+//! dialled. When a
 //! connection cannot be made, the cached route is dropped and resolved once more (a `.well-known` may
 //! have moved), as the reference does.
 
@@ -43,15 +44,22 @@ pub(crate) struct IdlePool {
 }
 
 impl IdlePool {
-    /// The most recently used connection that is neither closed nor idle for too long.
-    fn take(&self) -> Option<Sender> {
+    /// The most recently used connection that is neither closed nor idle for `timeout`.
+    fn take(&self, timeout: Duration) -> Option<Sender> {
         let mut idle = lock(&self.idle);
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < outbound::POOL_IDLE_TIMEOUT {
+            if !sender.is_closed() && since.elapsed() < timeout {
                 return Some(sender);
             }
         }
         None
+    }
+
+    /// Closes the connections idle for `timeout` (dropping a sender ends its connection).
+    pub(crate) fn reap(&self, now: Instant, timeout: Duration) {
+        lock(&self.idle).retain(|(sender, since)| {
+            !sender.is_closed() && now.saturating_duration_since(*since) < timeout
+        });
     }
 
     fn put(&self, sender: Sender) {
@@ -139,7 +147,7 @@ impl FederationClient {
         trusted: bool,
         path_and_query: &Uri,
     ) -> Result<(StatusCode, Bytes), FederationError> {
-        while let Some(mut sender) = route.idle.take() {
+        while let Some(mut sender) = route.idle.take(self.discovery.idle_timeout()) {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -183,19 +191,16 @@ impl FederationClient {
                     }
                 },
             };
-            let ips = if trusted {
-                ips
-            } else {
-                match self.guard.filter(ips, &self.metrics) {
-                    Ok(kept) => kept,
-                    Err(refused) => {
-                        refusal.get_or_insert(refused);
-                        continue;
-                    }
-                }
-            };
             for ip in ips {
                 let addr = SocketAddr::new(ip.to_canonical(), *port);
+                // The guard judges the very socket address about to be dialled, whether it came from a
+                // literal, `.well-known`, SRV or DNS.
+                if !trusted && let Err(refused) = self.guard.check(addr.ip()) {
+                    self.metrics.outbound_refused();
+                    tracing::debug!(refusal = %refused, "outbound address refused");
+                    refusal.get_or_insert(refused);
+                    continue;
+                }
                 match tokio::time::timeout(self.connect_timeout, self.open(addr, route)).await {
                     Ok(Ok(sender)) => return Ok(sender),
                     Ok(Err(error)) => last_error = Some(format!("{addr}: {error}")),
@@ -266,4 +271,75 @@ async fn send(
         })?
         .to_bytes();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+    use crate::matrix::test_support::{Answer, FakeDns, TestServer, bounded, outbound, settings};
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_on_a_timer_without_another_request() {
+        bounded(async {
+            let server = TestServer::start(|_| Answer::json(StatusCode::OK, "{}")).await;
+            let metrics = Arc::new(Metrics::new());
+            let outbound = outbound(&settings(), Arc::new(FakeDns::default()));
+            let mut client =
+                FederationClient::new(&outbound, Arc::new(Guard::default()), metrics).unwrap();
+            let idle_timeout = Duration::from_millis(300);
+            client.discovery_mut().set_idle_timeout(idle_timeout);
+            let raw = format!("127.0.0.1:{}", server.port());
+            let name = ServerName::parse(&raw).unwrap();
+            let (status, _) = client
+                .get(&name, true, &Uri::from_static("/x"))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(server.open_connections(), 1, "kept alive for reuse");
+
+            // Closed within the idle timeout and one reaper period (a third of it), with no request.
+            let deadline = Instant::now() + idle_timeout * 2 + Duration::from_secs(2);
+            while server.open_connections() > 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the idle connection is still open after {:?}",
+                    idle_timeout * 2 + Duration::from_secs(2)
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // A later request simply opens a new connection.
+            client
+                .get(&name, true, &Uri::from_static("/y"))
+                .await
+                .unwrap();
+            assert_eq!(server.connections(), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_is_reused_within_the_idle_timeout() {
+        bounded(async {
+            let server = TestServer::start(|_| Answer::json(StatusCode::OK, "{}")).await;
+            let outbound = outbound(&settings(), Arc::new(FakeDns::default()));
+            let client = FederationClient::new(
+                &outbound,
+                Arc::new(Guard::default()),
+                Arc::new(Metrics::new()),
+            )
+            .unwrap();
+            let raw = format!("127.0.0.1:{}", server.port());
+            let name = ServerName::parse(&raw).unwrap();
+            for _ in 0..3 {
+                client
+                    .get(&name, true, &Uri::from_static("/x"))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(server.connections(), 1);
+        })
+        .await;
+    }
 }

@@ -7,7 +7,12 @@
 //! IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by that address.
 //!
 //! The guard is applied to every address actually connected to: IP literals, `.well-known` and SRV
-//! targets, DNS answers and redirects. [`GuardedResolver`] applies it inside reqwest.
+//! targets, DNS answers and redirects. Whether a host is a literal is decided by the service's one host
+//! classification ([`crate::outbound::host`]), the URL parser the connectors use. Federation connections
+//! check each socket address just before dialling it. reqwest dials an IP-literal URL without a resolver,
+//! so the only way to use a guarded reqwest client is [`GuardedClient`], which checks the literal of
+//! every URL it is given and of each redirect ([`Guard::check_url`]), and filters every DNS answer
+//! ([`GuardedResolver`]): between them they cover every address reqwest can dial.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::outbound::dns::Dns;
+use crate::outbound::host;
 use crate::telemetry::Metrics;
 
 /// IPv4 ranges refused by default: (network, prefix length, what it is).
@@ -133,6 +139,18 @@ impl Guard {
         }
     }
 
+    /// `Ok` unless `url`'s host is an IP literal the guard refuses (a refusal is counted). Host names are
+    /// checked when they resolve, by [`GuardedResolver`].
+    pub fn check_url(&self, url: &url::Url, metrics: &Metrics) -> Result<(), Refusal> {
+        match host::url_address(url) {
+            None => Ok(()),
+            Some(ip) => self.check(ip).inspect_err(|refusal| {
+                metrics.outbound_refused();
+                tracing::debug!(%refusal, "outbound address refused");
+            }),
+        }
+    }
+
     /// Keeps the addresses that may be contacted. Refusals are counted and logged; if every address was
     /// refused, the first refusal is returned so that the caller's error says why.
     pub fn filter(
@@ -200,12 +218,84 @@ fn blocked_v6(v6: Ipv6Addr) -> Option<(IpAddr, u8, &'static str)> {
         .map(|(net, prefix, what)| (IpAddr::V6(*net), *prefix, *what))
 }
 
+/// A reqwest client for calls on behalf of non-full-access homeservers that cannot be used around the
+/// guard: its resolver filters DNS answers, its redirect policy checks redirect targets, and the only way
+/// to make a request checks the URL's literal host first.
+pub(crate) struct GuardedClient {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+    metrics: Arc<Metrics>,
+}
+
+impl GuardedClient {
+    /// Finishes `builder` (timeouts, TLS, pool) with the guard's resolver and redirect policy.
+    pub(crate) fn build(
+        builder: reqwest::ClientBuilder,
+        dns: Arc<dyn Dns>,
+        guard: Arc<Guard>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = builder
+            .redirect(redirect_policy(Some((
+                Arc::clone(&guard),
+                Arc::clone(&metrics),
+            ))))
+            .dns_resolver(Arc::new(GuardedResolver {
+                dns,
+                guard: Arc::clone(&guard),
+                metrics: Arc::clone(&metrics),
+            }))
+            .build()?;
+        Ok(Self {
+            client,
+            guard,
+            metrics,
+        })
+    }
+
+    /// `Ok` unless `url`'s host is a refused IP literal (counted).
+    pub(crate) fn check_url(&self, url: &url::Url) -> Result<(), Refusal> {
+        self.guard.check_url(url, &self.metrics)
+    }
+
+    /// A request to `url`, unless its host is a refused IP literal.
+    pub(crate) fn request(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+    ) -> Result<reqwest::RequestBuilder, Refusal> {
+        self.guard.check_url(&url, &self.metrics)?;
+        Ok(self.client.request(method, url))
+    }
+}
+
+/// Redirects followed by a `.well-known` fetch or a delayed-event call.
+pub(crate) const MAX_REDIRECTS: usize = 3;
+
+/// Follows at most [`MAX_REDIRECTS`] redirects; with a guard, never to a refused IP literal (host names go
+/// through the guarded resolver).
+pub(crate) fn redirect_policy(
+    guard: Option<(Arc<Guard>, Arc<Metrics>)>,
+) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        if let Some((guard, metrics)) = &guard
+            && let Err(refusal) = guard.check_url(attempt.url(), metrics)
+        {
+            return attempt.error(refusal);
+        }
+        attempt.follow()
+    })
+}
+
 /// A reqwest DNS resolver that drops guarded addresses, for calls on behalf of non-full-access
-/// homeservers. IP-literal URLs never reach a resolver; the redirect policy checks those.
-pub(crate) struct GuardedResolver {
-    pub(crate) dns: Arc<dyn Dns>,
-    pub(crate) guard: Arc<Guard>,
-    pub(crate) metrics: Arc<Metrics>,
+/// homeservers. IP-literal URLs never reach a resolver; [`GuardedClient`] checks those.
+struct GuardedResolver {
+    dns: Arc<dyn Dns>,
+    guard: Arc<Guard>,
+    metrics: Arc<Metrics>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
@@ -326,6 +416,14 @@ mod tests {
             "64:ff9b::192.168.0.1",
             "2002:7f00:1::1",
             "2002:a9fe:a9fe::",
+            "::ffff:7f00:1",
+            "::ffff:100.64.0.1",
+            "::ffff:255.255.255.255",
+            "::ffff:0.0.0.0",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::127.0.0.1",
+            "2002:c0a8:101::1",
+            "2002:ac10::1",
         ] {
             assert!(refused(&guard, addr), "{addr} should be refused");
         }

@@ -10,6 +10,8 @@ pub mod server_name;
 mod token_cache;
 
 #[cfg(test)]
+mod host_properties;
+#[cfg(test)]
 pub(crate) mod test_support;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

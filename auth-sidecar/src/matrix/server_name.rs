@@ -1,13 +1,18 @@
 //! Matrix server names (Matrix spec appendix "Server Name"): `host[:port]` where host is an IPv4 literal,
 //! a bracketed IPv6 literal or a DNS name.
 //!
-//! Parsing follows the spec grammar, with gomatrixserverlib's reading of it where the grammar is loose:
-//! a host made of digits and dots that is not a valid IPv4 address (`999.1.1.1`) is a DNS name, which then
-//! simply fails to resolve. A port must be 1–65535: port 0 matches the grammar but can never be reached,
-//! so it is refused up front. Both answer 401 upstream either way.
+//! Parsing follows the spec grammar, and then the service's one host classification
+//! ([`crate::outbound::host`], the URL parser every connector uses) must agree with it. A host the grammar
+//! calls a DNS name but the URL parser reads as an address (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`,
+//! `127.0.0.1.`) is refused: it would be checked as a name and dialled as an address. So is a host the URL
+//! parser refuses (`999.1.1.1`, `example.123`), which gomatrixserverlib would look up in DNS and not find.
+//! A port must be 1–65535: port 0 matches the grammar but can never be reached. Each of these answers 401
+//! upstream either way.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::outbound::host::{self, HostKind};
 
 /// Longest DNS name the grammar allows (`dns-name = 1*255dns-char`).
 const MAX_DNS_NAME_LEN: usize = 255;
@@ -42,6 +47,8 @@ pub enum ServerNameError {
     BadIpv6,
     #[error("the host is neither an IP literal nor a DNS name")]
     BadHost,
+    #[error("the host is not a dotted-quad IPv4 literal but URL parsers read it as an IP address")]
+    AmbiguousHost,
 }
 
 impl<'a> ServerName<'a> {
@@ -110,23 +117,39 @@ fn parse_ipv6(literal: &str) -> Result<Ipv6Addr, ServerNameError> {
     if !IPV6_LITERAL_LEN.contains(&literal.len()) || !chars_ok {
         return Err(ServerNameError::BadIpv6);
     }
-    literal.parse().map_err(|_| ServerNameError::BadIpv6)
+    let ip: Ipv6Addr = literal.parse().map_err(|_| ServerNameError::BadIpv6)?;
+    // The connectors' reading must be the same address.
+    match host::classify(&format!("[{literal}]")) {
+        Some(HostKind::Ip(IpAddr::V6(read))) if read == ip => Ok(ip),
+        _ => Err(ServerNameError::BadIpv6),
+    }
 }
 
 fn parse_host(host: &str) -> Result<Host<'_>, ServerNameError> {
     if host.is_empty() {
         return Err(ServerNameError::BadHost);
     }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(Host::Ip(IpAddr::V4(ip)));
+    let grammar = match host.parse::<Ipv4Addr>() {
+        Ok(ip) => Host::Ip(IpAddr::V4(ip)),
+        Err(_) => {
+            let dns_chars = host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if host.len() > MAX_DNS_NAME_LEN || !dns_chars {
+                return Err(ServerNameError::BadHost);
+            }
+            Host::Dns(host)
+        }
+    };
+    // The grammar's reading stands only where the connectors read the host the same way.
+    match (grammar, host::classify(host)) {
+        (Host::Ip(ip), Some(HostKind::Ip(read))) if ip == read => Ok(grammar),
+        (Host::Dns(name), Some(HostKind::Domain(read))) if name.eq_ignore_ascii_case(&read) => {
+            Ok(grammar)
+        }
+        (Host::Dns(_), Some(HostKind::Ip(_))) => Err(ServerNameError::AmbiguousHost),
+        _ => Err(ServerNameError::BadHost),
     }
-    let dns_chars = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if host.len() > MAX_DNS_NAME_LEN || !dns_chars {
-        return Err(ServerNameError::BadHost);
-    }
-    Ok(Host::Dns(host))
 }
 
 #[cfg(test)]
@@ -164,15 +187,32 @@ mod tests {
     }
 
     #[test]
-    fn digits_and_dots_that_are_no_ipv4_address_are_a_dns_name() {
-        assert_eq!(
-            ServerName::parse("999.1.1.1").unwrap().host(),
-            Host::Dns("999.1.1.1")
-        );
-        assert_eq!(
-            ServerName::parse("1.2.3").unwrap().host(),
-            Host::Dns("1.2.3")
-        );
+    fn hosts_a_url_parser_reads_otherwise_than_the_grammar_are_refused() {
+        for ambiguous in [
+            "2130706433",
+            "2130706433:8448",
+            "0x7f000001",
+            "0177.0.0.1",
+            "0x7f.0.0.1",
+            "127.1",
+            "1.2.3",
+            "127.0.0.1.",
+            "127.0.0.01",
+            "10.0.0.1.:443",
+        ] {
+            assert_eq!(
+                ServerName::parse(ambiguous),
+                Err(ServerNameError::AmbiguousHost),
+                "{ambiguous}"
+            );
+        }
+        for unreadable in ["999.1.1.1", "example.123", "1.2.3.4.5"] {
+            assert_eq!(
+                ServerName::parse(unreadable),
+                Err(ServerNameError::BadHost),
+                "{unreadable}"
+            );
+        }
     }
 
     #[test]

@@ -230,6 +230,7 @@ pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -240,10 +241,12 @@ impl TestServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(pki().server_config());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let handler: Handler = Arc::new(handler);
         let task = tokio::spawn({
             let seen = Arc::clone(&seen);
             let connections = Arc::clone(&connections);
+            let open = Arc::clone(&open);
             async move {
                 // Owned by this task, so aborting the task also drops every connection.
                 let mut tasks = JoinSet::new();
@@ -254,7 +257,9 @@ impl TestServer {
                     connections.fetch_add(1, Ordering::SeqCst);
                     let (acceptor, seen, handler) =
                         (acceptor.clone(), Arc::clone(&seen), Arc::clone(&handler));
+                    let open = OpenConnection::new(&open);
                     tasks.spawn(async move {
+                        let _open = open;
                         let Ok(tls) = acceptor.accept(tcp).await else {
                             return;
                         };
@@ -293,8 +298,14 @@ impl TestServer {
             addr,
             seen,
             connections,
+            open,
             task,
         }
+    }
+
+    /// TCP connections open right now (accepted and not yet closed).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -309,6 +320,22 @@ impl TestServer {
     /// TCP connections accepted so far.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts one open connection for as long as it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -202,6 +202,11 @@ impl Service {
         format!("{}{}", self.stdout.text(), self.stderr.text())
     }
 
+    /// The process ID (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("service still running")
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("service still running");
