@@ -205,9 +205,11 @@ impl Metrics {
             requests.clone(),
         );
 
-        // 5 ms .. ~10 s: a cached-DNS federation lookup is tens of ms; the outbound timeout caps the top.
+        // 5 ms .. ~41 s: a cached-DNS federation lookup is tens of ms; the top bucket lies above the
+        // default 30 s outbound timeout (LIVEKIT_OUTBOUND_TIMEOUT_SECONDS), so a lookup that ran into it is
+        // still told apart from one that took 10 s.
         let lookup = Family::<ResultLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         registry.register(
             "openid_lookup_duration_seconds",
