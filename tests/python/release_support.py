@@ -263,17 +263,24 @@ def push_chart(archive: Path, remote: str, *, plain_http: bool = False) -> str:
     if not remote.startswith("oci://"):
         raise ReleaseError(f"chart remote {remote!r} must be an oci:// reference")
     host = remote.removeprefix("oci://").split("/", 1)[0]
+    with tarfile.open(archive) as tar:
+        version = yaml.safe_load(tar.extractfile(f"{CHART_NAME}/Chart.yaml").read())["version"]  # type: ignore[union-attr]
     username, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+    reference = f"{remote.rstrip('/')}/{CHART_NAME}:{version}"
     with tempfile.TemporaryDirectory() as scratch:
         # A private credentials file: nothing is written to the user's Helm configuration.
         with helm_python.RegistryClient(plain_http=plain_http,
                                         credentials_file=Path(scratch) / "registry.json") as client:
-            if username and password:
-                client.login(host, username, password, plain_http=plain_http)
-            result = client.push(archive, remote, plain_http=plain_http)
-    digest = result.get("digest") or ""
-    if not digest.startswith("sha256:"):
-        raise ReleaseError(f"helm push returned no digest: {result}")
+            try:
+                if username and password:
+                    client.login(host, username, password, plain_http=plain_http)
+                client.push(archive, remote, plain_http=plain_http)
+                # Read back what the registry now serves under the version: the digest that gets signed.
+                digest = client.resolve(reference).get("digest", "")
+            except helm_python.HelmError as error:  # Helm's messages never include the password
+                raise ReleaseError(f"pushing {archive.name} to {remote} failed: {error}") from None
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ReleaseError(f"the registry serves no digest for {reference}")
     return digest
 
 

@@ -6,15 +6,22 @@ setup), and one version across Cargo, the chart, the operator's default images, 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import tomllib
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -327,6 +334,141 @@ def test_install_manifest_is_valid_kubernetes_1_28_and_runs_the_released_images(
     assert f"--auth-image={prefix}/matrixrtc-auth:{VERSION}" in container["args"]
     (crd,) = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     assert crd["spec"] == cs.load_all_yaml(next(cs.CRDS_DIR.glob("*.yaml")).read_text())[0]["spec"]
+
+
+class FakeOciRegistry:
+    """The part of the OCI distribution API a push uses (blob uploads, manifests), in memory, on loopback.
+
+    Every request needs HTTP basic auth with `user:password`, as a private registry would.
+    """
+
+    def __init__(self, user: str, password: str) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.refused = 0
+        media_types: dict[bytes, str] = {}
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        uploads: dict[str, bytes] = {}
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def handle_request(self) -> None:
+                url = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Authorization") != expected:
+                    registry.refused += 1
+                    return self.reply(401, {"WWW-Authenticate": 'Basic realm="fake"'})
+                if url.path == "/v2/":
+                    return self.reply(200)
+                if match := re.fullmatch(r"/v2/(.+)/blobs/uploads/(.*)", url.path):
+                    repository, upload = match.groups()
+                    if self.command == "POST":
+                        upload = uuid.uuid4().hex
+                        uploads[upload] = b""
+                        return self.reply(202, {"Location": f"/v2/{repository}/blobs/uploads/{upload}"})
+                    uploads[upload] = uploads.get(upload, b"") + body
+                    if self.command == "PATCH":
+                        return self.reply(202, {"Location": f"/v2/{repository}/blobs/uploads/{upload}"})
+                    data, digest = uploads.pop(upload), parse_qs(url.query)["digest"][0]
+                    if digest != "sha256:" + hashlib.sha256(data).hexdigest():
+                        return self.reply(400)
+                    registry.blobs[digest] = data
+                    return self.reply(201, {"Location": f"/v2/{repository}/blobs/{digest}",
+                                            "Docker-Content-Digest": digest})
+                if match := re.fullmatch(r"/v2/(.+)/blobs/(sha256:[0-9a-f]{64})", url.path):
+                    found = registry.blobs.get(match.group(2))
+                    return self.reply(404) if found is None else self.reply(200, {}, found)
+                if match := re.fullmatch(r"/v2/(.+)/manifests/(.+)", url.path):
+                    repository, reference = match.groups()
+                    if self.command == "PUT":
+                        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+                        registry.manifests[(repository, reference)] = registry.manifests[(repository, digest)] = body
+                        media_types[body] = self.headers.get("Content-Type", "")
+                        return self.reply(201, {"Docker-Content-Digest": digest})
+                    found = registry.manifests.get((repository, reference))
+                    if found is None:
+                        return self.reply(404)
+                    return self.reply(200, {"Content-Type": media_types[found],
+                                            "Docker-Content-Digest": "sha256:" + hashlib.sha256(found).hexdigest()},
+                                      found)
+                return self.reply(404)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = handle_request
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+REGISTRY_USER = "release-bot"
+REGISTRY_PASSWORD = "registry-password-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def oci_registry() -> Iterator[FakeOciRegistry]:
+    registry = FakeOciRegistry(REGISTRY_USER, REGISTRY_PASSWORD)
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+def test_chart_push_uploads_the_packaged_chart_under_its_version(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
+    """`release-chart.sh --push`, as the chart job runs it, against a registry on loopback."""
+    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
+           "REGISTRY_USERNAME": REGISTRY_USER, "REGISTRY_PASSWORD": REGISTRY_PASSWORD, "PATH": "/usr/bin:/bin",
+           "HOME": str(tmp_path / "home")}
+    result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert REGISTRY_PASSWORD not in result.stdout + result.stderr
+    manifest = json.loads(oci_registry.manifests[("charts/matrixrtc-operator", VERSION)])
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+    archive = tmp_path / f"matrixrtc-operator-{VERSION}.tgz"
+    assert oci_registry.blobs[layer["digest"]] == archive.read_bytes()
+    config = json.loads(oci_registry.blobs[manifest["config"]["digest"]])
+    assert (config["name"], config["version"]) == ("matrixrtc-operator", VERSION)
+    digest = "sha256:" + hashlib.sha256(oci_registry.manifests[("charts/matrixrtc-operator", VERSION)]).hexdigest()
+    assert f"pushed {oci_registry.host}/charts/matrixrtc-operator@{digest}" in result.stdout
+    assert "cosign is not installed: the chart is not signed" in result.stdout
+    # The credentials were kept out of the user's Helm configuration.
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.json"))
+
+
+def test_chart_push_without_credentials_fails_clearly(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
+    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
+           "REGISTRY_USERNAME": "", "REGISTRY_PASSWORD": "", "PATH": "/usr/bin:/bin"}
+    result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
+    assert result.returncode != 0
+    assert oci_registry.refused and not oci_registry.manifests
+    assert "error: pushing matrixrtc-operator-" in result.stderr and "credential" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_chart_push_in_the_workflow_refuses_to_skip_signing(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
+    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
+           "REGISTRY_USERNAME": REGISTRY_USER, "REGISTRY_PASSWORD": REGISTRY_PASSWORD, "GITHUB_ACTIONS": "true",
+           "PATH": "/usr/bin:/bin"}
+    result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
+    assert result.returncode != 0 and "cosign is missing" in result.stderr, result.stdout + result.stderr
 
 
 def test_image_build_plan_covers_both_images_platforms_sbom_and_signing(tmp_path: Path) -> None:
