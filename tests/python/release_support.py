@@ -18,6 +18,7 @@ CLI (run from anywhere; the scripts/release-*.sh commands call it):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -29,7 +30,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
+# Checked first, so that a missing package fails with a hint before anything is done.
+_MISSING = [name for name in ("yaml", "helm_python", "kubernetes_validate") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    sys.exit(f"error: missing Python packages: {', '.join(_MISSING)}; install what the release needs with\n"
+             "  python3 -m pip install -c tests/python/requirements.txt -r .github/release-requirements.txt\n"
+             "(scripts/test.sh's .venv has it; the release scripts use .venv/bin/python when it exists)")
+
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chart_support as cs  # noqa: E402
