@@ -12,6 +12,7 @@ CLI (run from anywhere; the scripts/release-*.sh commands call it):
     python tests/python/release_support.py push-chart ARCHIVE REMOTE  push to oci://...; prints the digest
     python tests/python/release_support.py manifests TAG DIR           DIR/install.yaml and DIR/crds/*.yaml
     python tests/python/release_support.py release-notes TAG           the CHANGELOG.md section of the version
+    python tests/python/release_support.py bump-version TAG --date D   the release commit's edits (see below)
     python tests/python/release_support.py image-digest METADATA_JSON  the digest `docker buildx build` wrote
 """
 
@@ -237,6 +238,68 @@ def release_notes(version: str, root: Path = REPO_ROOT) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# The release commit: one version everywhere
+
+
+def _replace(path: Path, pattern: str, replacement: str, *, count: int = 0, required: bool = True) -> None:
+    text = path.read_text()
+    changed, found = re.subn(pattern, replacement, text, count=count, flags=re.M)
+    if required and not found:
+        raise ReleaseError(f"{path}: nothing matches {pattern!r}")
+    path.write_text(changed)
+
+
+def bump_version(tag: str, date: str, root: Path = REPO_ROOT) -> list[str]:
+    """Moves the repository from its version to `tag`'s and the CHANGELOG's Unreleased entries under it.
+
+    Edits Cargo.toml, Cargo.lock, Chart.yaml, the versioned image references in the docs and the operator's
+    render snapshots (they carry CARGO_PKG_VERSION); returns the problems left (none when it worked).
+    """
+    new = version_from_tag(tag)
+    old = workspace_version(root)
+    if new == old:
+        raise ReleaseError(f"the repository is already at {new}")
+    sections = changelog_sections(root)
+    if not sections.get("Unreleased"):
+        raise ReleaseError("CHANGELOG.md: the Unreleased section is empty: nothing to release")
+    if new in sections:
+        raise ReleaseError(f"CHANGELOG.md already has a section for {new}")
+    o, n = re.escape(old), new
+    _replace(root / "Cargo.toml", rf'(\[workspace\.package\]\n(?:[^\[\n][^\n]*\n)*?version = )"{o}"', rf'\g<1>"{n}"',
+             count=1)
+    packages = "|".join(map(re.escape, WORKSPACE_PACKAGES))
+    _replace(root / "Cargo.lock", rf'^(name = "(?:{packages})"\nversion = )"{o}"$', rf'\g<1>"{n}"')
+    chart = root / "charts" / CHART_NAME / "Chart.yaml"
+    _replace(chart, rf"^version: {o}$", f"version: {n}", count=1)
+    _replace(chart, rf'^appVersion: "?{o}"?$', f'appVersion: "{n}"', count=1)
+    image_names = "|".join(re.escape(name) for name in IMAGES.values())
+    for pattern in DOC_FILES:
+        for path in root.glob(pattern):
+            _replace(path, rf"\b({image_names}):v?{o}\b", rf"\g<1>:{n}", required=False)
+    for path in (root / "operator" / "src" / "snapshots").glob("*.snap"):
+        _replace(path, rf"^(\s*{re.escape(VERSION_LABEL)}: ){o}$", rf"\g<1>{n}", required=False)
+        _replace(path, rf"\b({re.escape(IMAGES['auth'])}):{o}$", rf"\g<1>:{n}", required=False)
+
+    repository = tomllib.loads((root / "Cargo.toml").read_text())["workspace"]["package"]["repository"]
+    changelog = root / "CHANGELOG.md"
+    text = changelog.read_text()
+    text = text.replace("## [Unreleased]\n", f"## [Unreleased]\n\n## [{n}] - {date}\n", 1)
+    links = f"[Unreleased]: {repository}/compare/v{n}...HEAD\n[{n}]: {repository}/"
+    links += f"compare/v{old}...v{n}\n" if old in sections else f"releases/tag/v{n}\n"
+    text, found = re.subn(r"^\[Unreleased\]: \S+\n", links, text, count=1, flags=re.M)
+    if not found:
+        raise ReleaseError("CHANGELOG.md has no `[Unreleased]: <url>` link line")
+    changelog.write_text(text)
+
+    problems = version_problems(n, root)
+    try:
+        release_notes(n, root)
+    except ReleaseError as error:
+        problems.append(str(error))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The chart
 
 
@@ -370,6 +433,9 @@ def _main(argv: list[str]) -> int:
     manifests.add_argument("directory", type=Path)
     notes = commands.add_parser("release-notes", help="print the CHANGELOG section of a version")
     notes.add_argument("tag")
+    bump = commands.add_parser("bump-version", help="the release commit's edits: every file to a new version")
+    bump.add_argument("tag")
+    bump.add_argument("--date", required=True, help="the release date for CHANGELOG.md (YYYY-MM-DD)")
     digest = commands.add_parser("image-digest", help="print the digest in a buildx metadata file")
     digest.add_argument("metadata", type=Path)
     args = parser.parse_args(argv)
@@ -387,6 +453,13 @@ def _main(argv: list[str]) -> int:
                 print(path)
         elif args.command == "release-notes":
             print(release_notes(version_from_tag(args.tag)), end="")
+        elif args.command == "bump-version":
+            problems = bump_version(args.tag, args.date)
+            for problem in problems:
+                print(f"still to do by hand: {problem}", file=sys.stderr)
+            if problems:
+                return 1
+            print(f"moved to {version_from_tag(args.tag)}; review with `git diff`")
         elif args.command == "image-digest":
             print(image_digest(args.metadata))
     except ReleaseError as error:

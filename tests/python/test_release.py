@@ -257,6 +257,34 @@ def test_tags_with_and_without_v_and_prereleases_are_versions() -> None:
     assert rs.version_from_tag("v1.2.3-rc.1") == "1.2.3-rc.1"
 
 
+def test_bump_moves_every_file_to_the_new_version(checkout: Path) -> None:
+    """scripts/release-bump-version.sh on a copy: afterwards the full release check passes for the new version."""
+    result = run_script("release-bump-version.sh", "v0.99.0-rc.1", root=checkout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "everything carries version 0.99.0-rc.1" in result.stdout
+    rs.check_version("v0.99.0-rc.1", checkout)
+    sections = rs.changelog_sections(checkout)
+    assert list(sections)[:2] == ["Unreleased", "0.99.0-rc.1"]
+    assert sections["Unreleased"] == "" and sections["0.99.0-rc.1"] == rs.changelog_sections()["Unreleased"]
+    changelog = (checkout / "CHANGELOG.md").read_text()
+    assert "[Unreleased]: https://github.com/matrixrtc-operator/matrixrtc-operator/compare/v0.99.0-rc.1...HEAD" in changelog
+    # The operator's render snapshots follow CARGO_PKG_VERSION, so they move too, and nothing else in them.
+    for snapshot in (checkout / "operator" / "src" / "snapshots").glob("*.snap"):
+        before = (ROOT / "operator" / "src" / "snapshots" / snapshot.name).read_text()
+        assert snapshot.read_text() == before.replace(f": {VERSION}\n", ": 0.99.0-rc.1\n").replace(
+            f"matrixrtc-auth:{VERSION}\n", "matrixrtc-auth:0.99.0-rc.1\n"), snapshot.name
+    # A second release needs new notes first.
+    again = run_script("release-bump-version.sh", "v0.99.0", root=checkout)
+    assert again.returncode != 0 and "Unreleased section is empty" in again.stderr, again.stderr
+
+
+def test_bump_refuses_the_current_version_and_non_semver(checkout: Path) -> None:
+    for tag, message in ((f"v{VERSION}", "already at"), ("v1.0", "SemVer")):
+        result = run_script("release-bump-version.sh", tag, root=checkout)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert cs.run(["git", "diff", "--no-index", "--quiet", str(ROOT / "Cargo.toml"), str(checkout / "Cargo.toml")]).returncode == 0
+
+
 # ==============================================================================================================
 # The scripts, run up to the push
 
@@ -564,7 +592,8 @@ def test_changelog_keeps_a_changelog_with_an_unreleased_section() -> None:
     allowed = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
     for name, body in sections.items():
         headings = re.findall(r"^### (.+)$", body, re.M)
-        assert headings and set(headings) <= allowed, (name, headings)
+        assert set(headings) <= allowed, (name, headings)
+        assert headings or (name == "Unreleased" and not body), f"[{name}] has no entries"
         assert re.search(rf"^\[{re.escape(name)}\]: https://", text, re.M), f"no link for [{name}]"
         if name != "Unreleased":
             assert rs.SEMVER.fullmatch(name), name
