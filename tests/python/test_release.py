@@ -36,6 +36,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 SCRIPTS = ROOT / "scripts"
 VENV_BIN = Path(sys.executable).parent
 VERSION = rs.workspace_version()
+BASH = shutil.which("bash") or "/bin/bash"
 
 
 def workflow(name: str) -> dict[Any, Any]:
@@ -53,7 +54,7 @@ def steps(flow: dict[Any, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def run_script(script: str, *args: str, root: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return cs.run(["bash", str(root / "scripts" / script), *args], env=full_env, cwd=root, timeout=90)
+    return cs.run([BASH, str(root / "scripts" / script), *args], env=full_env, cwd=root, timeout=90)
 
 
 @pytest.fixture
@@ -464,11 +465,22 @@ def oci_registry() -> Iterator[FakeOciRegistry]:
         registry.close()
 
 
+def push_env(registry: FakeOciRegistry, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The chart job's environment, aimed at the fake registry; Helm's files under tmp_path, and a PATH with only
+    what the script needs besides $PYTHON, so that no cosign is found."""
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    for tool in ("dirname",):
+        found = shutil.which(tool)
+        assert found, tool
+        (tools / tool).symlink_to(found)
+    return {"RELEASE_CHART_REMOTE": f"oci://{registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
+            "PATH": str(tools), "HOME": str(tmp_path / "home"), **extra}
+
+
 def test_chart_push_uploads_the_packaged_chart_under_its_version(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
     """`release-chart.sh --push`, as the chart job runs it, against a registry on loopback."""
-    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
-           "REGISTRY_USERNAME": REGISTRY_USER, "REGISTRY_PASSWORD": REGISTRY_PASSWORD, "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path / "home")}
+    env = push_env(oci_registry, tmp_path, REGISTRY_USERNAME=REGISTRY_USER, REGISTRY_PASSWORD=REGISTRY_PASSWORD)
     result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert REGISTRY_PASSWORD not in result.stdout + result.stderr
@@ -487,8 +499,7 @@ def test_chart_push_uploads_the_packaged_chart_under_its_version(oci_registry: F
 
 
 def test_chart_push_without_credentials_fails_clearly(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
-    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
-           "REGISTRY_USERNAME": "", "REGISTRY_PASSWORD": "", "PATH": "/usr/bin:/bin"}
+    env = push_env(oci_registry, tmp_path, REGISTRY_USERNAME="", REGISTRY_PASSWORD="")
     result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
     assert result.returncode != 0
     assert oci_registry.refused and not oci_registry.manifests
@@ -497,9 +508,8 @@ def test_chart_push_without_credentials_fails_clearly(oci_registry: FakeOciRegis
 
 
 def test_chart_push_in_the_workflow_refuses_to_skip_signing(oci_registry: FakeOciRegistry, tmp_path: Path) -> None:
-    env = {"RELEASE_CHART_REMOTE": f"oci://{oci_registry.host}/charts", "RELEASE_PLAIN_HTTP": "1",
-           "REGISTRY_USERNAME": REGISTRY_USER, "REGISTRY_PASSWORD": REGISTRY_PASSWORD, "GITHUB_ACTIONS": "true",
-           "PATH": "/usr/bin:/bin"}
+    env = push_env(oci_registry, tmp_path, REGISTRY_USERNAME=REGISTRY_USER, REGISTRY_PASSWORD=REGISTRY_PASSWORD,
+                   GITHUB_ACTIONS="true")
     result = run_script("release-chart.sh", "--push", f"v{VERSION}", str(tmp_path), env=env)
     assert result.returncode != 0 and "cosign is missing" in result.stderr, result.stdout + result.stderr
 
