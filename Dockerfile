@@ -8,6 +8,11 @@
 # below and checks that binaries built the same way start):
 #   cargo build --release --locked -p matrixrtc-operator -p matrixrtc-auth --bins
 #
+# Multi-arch (linux/amd64, linux/arm64; scripts/release-images.sh) by cross-compilation: the build stage runs on
+# the builder's own platform ($BUILDPLATFORM) and scripts/release-cross-setup.sh points cargo at the target
+# platform's Rust target, linker and C compiler through $CARGO_HOME/config.toml, so the RUN line above stays the
+# command the tests run. Nothing runs under QEMU: the runtime stages only copy files.
+#
 # Why glibc and distroless rather than a static musl binary FROM scratch: the project's toolchain ships only the
 # x86_64-unknown-linux-gnu target (no musl target can be installed where it is built and tested), so the binaries
 # that CI tests are glibc binaries. gcr.io/distroless/cc-debian12 carries exactly what they need at run time (glibc,
@@ -17,12 +22,15 @@
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM ${RUST_IMAGE} AS build
+FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
+ARG TARGETARCH
 WORKDIR /src
+COPY scripts/release-cross-setup.sh /usr/local/bin/
+RUN release-cross-setup.sh "${TARGETARCH}"
 COPY . .
 RUN cargo build --release --locked -p matrixrtc-operator -p matrixrtc-auth --bins \
     && mkdir -p /out \
-    && cp target/release/matrixrtc-operator target/release/matrixrtc-auth /out/
+    && cp "target/$(cat /etc/rust-target)/release/matrixrtc-operator" "target/$(cat /etc/rust-target)/release/matrixrtc-auth" /out/
 
 # The operator. Kubernetes probes its /healthz and /readyz; it has no in-image health check.
 FROM ${RUNTIME_IMAGE} AS operator
