@@ -18,7 +18,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -106,6 +107,11 @@ pub struct MatrixRTCTransportSpec {
     /// The Ingress that publishes `host`.
     #[serde(default)]
     pub ingress: IngressSpec,
+    /// Secrets for pulling images from a private registry (the `imagePullSecrets` of the LiveKit and
+    /// authorisation service pods), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// Homeserver allowlists.
@@ -139,9 +145,20 @@ impl Default for LiveKitSpec {
 
 /// A LiveKit server the operator deploys.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.replicas <= 1 || has(self.redis)")
-    .message("livekit.managed.redis is required when replicas > 1: LiveKit nodes share room state through Redis")
-    .field_path(".redis"))]
+#[x_kube(
+    validation = Rule::new("self.replicas <= 1 || has(self.redis)")
+        .message("livekit.managed.redis is required when replicas > 1: LiveKit nodes share room state through Redis")
+        .field_path(".redis"),
+    validation = Rule::new("self.replicas <= 1 || !((has(self.media.tcp.exposure) && self.media.tcp.exposure == 'LoadBalancer') || (has(self.media.udp.mux) && has(self.media.udp.mux.exposure) && self.media.udp.mux.exposure == 'LoadBalancer') || (has(self.media.udp.range) && has(self.media.udp.range.exposure) && self.media.udp.range.exposure == 'LoadBalancer'))")
+        .message("a LoadBalancer cannot carry ICE media for more than one LiveKit replica: it spreads a client's packets over all pods, and only the pod that advertised the candidate knows the session; use hostNetwork, HostPort, or NodePort with externalTrafficPolicy Local")
+        .field_path(".media"),
+    validation = Rule::new("self.replicas <= 1 || self.media.hostNetwork || (has(self.media.service.externalTrafficPolicy) && self.media.service.externalTrafficPolicy == 'Local') || ((has(self.media.tcp.exposure) && self.media.tcp.exposure != 'NodePort') && (has(self.media.udp.mux) ? (has(self.media.udp.mux.exposure) && self.media.udp.mux.exposure != 'NodePort') : (has(self.media.udp.range.exposure) && self.media.udp.range.exposure != 'NodePort')))")
+        .message("NodePort ICE media with more than one LiveKit replica needs media.service.externalTrafficPolicy Local: with Cluster, kube-proxy hands a client's packets to any pod, and only the pod that advertised the candidate knows the session")
+        .field_path(".media.service.externalTrafficPolicy"),
+    validation = Rule::new("self.replicas <= 1 || self.media.advertisedIp.source != 'Manual'")
+        .message("advertisedIp source Manual gives every LiveKit pod the same address: with more than one replica use HostIP, STUN or PodIP, so that each pod advertises its own")
+        .field_path(".media.advertisedIp.source"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedLiveKit {
     /// Container image; defaults to the operator's LiveKit image.
@@ -173,6 +190,33 @@ pub struct ManagedLiveKit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object_schema")]
     pub config: Option<serde_json::Value>,
+    /// How LiveKit pods drain and are replaced.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+    /// Annotations of the LiveKit pods (e.g. `sidecar.istio.io/inject: "false"` to keep media out of a
+    /// service mesh). The operator's config hash annotation cannot be set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Labels of the LiveKit pods, added to the operator's (which cannot be overridden).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra environment of the LiveKit container. Variables through which LiveKit would override
+    /// the operator's config (`LIVEKIT_CONFIG`, `LIVEKIT_KEYS`, `NODE_IP`, `UDP_PORT`, `REDIS_HOST`,
+    /// `REDIS_PASSWORD`, `LIVEKIT_TURN_CERT`, `LIVEKIT_TURN_KEY`) are rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "env_list_schema")]
+    pub extra_env: Vec<EnvVar>,
+    /// Extra volumes of the LiveKit pods (pod spec `volumes`), e.g. for a custom CA bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "named_object_list_schema")]
+    pub extra_volumes: Vec<Volume>,
+    /// Extra mounts of the LiveKit container (container `volumeMounts`) for `extraVolumes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "named_object_list_schema")]
+    pub extra_volume_mounts: Vec<VolumeMount>,
+    /// Timing of the LiveKit container's probes.
+    #[serde(default)]
+    pub probes: ProbesSpec,
 }
 
 impl Default for ManagedLiveKit {
@@ -186,8 +230,78 @@ impl Default for ManagedLiveKit {
             turn: None,
             redis: None,
             config: None,
+            rollout: RolloutSpec::default(),
+            pod_annotations: BTreeMap::new(),
+            pod_labels: BTreeMap::new(),
+            extra_env: Vec::new(),
+            extra_volumes: Vec::new(),
+            extra_volume_mounts: Vec::new(),
+            probes: ProbesSpec::default(),
         }
     }
+}
+
+/// How LiveKit pods drain and are replaced. On SIGTERM LiveKit stops taking new rooms and exits when
+/// its last participant leaves, or when the grace period ends and the kubelet kills it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.maxSurge) || !has(self.maxUnavailable) || self.maxSurge > 0 || self.maxUnavailable > 0")
+    .message("maxSurge and maxUnavailable cannot both be 0: the rollout could never replace a pod"))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Seconds a stopping LiveKit pod may drain its calls. Default: 3600 with `redis` (calls stay on
+    /// the draining pod while new rooms go to the others), 30 without (a draining pod shares no
+    /// state with its successor, so a long drain splits a call between the two pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Extra pods during a rollout (Deployment `maxSurge`). Default 1, or 0 when each LiveKit pod
+    /// needs a node of its own (HostPort, hostNetwork, or several replicas behind NodePort), where it
+    /// must be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_surge: Option<i32>,
+    /// Missing pods during a rollout (Deployment `maxUnavailable`). Default 0, or 1 when `maxSurge`
+    /// is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_unavailable: Option<i32>,
+}
+
+/// Timing of the probes; unset fields keep the operator's values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// The startup probe (TCP; defaults: every 2 s, 60 failures, so a slow STUN discovery has 2 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<ProbeTiming>,
+    /// The liveness probe (TCP; defaults: every 10 s, timeout 1 s, 3 failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<ProbeTiming>,
+    /// The readiness probe (`GET /`; defaults: every 10 s, timeout 1 s, 3 failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ProbeTiming>,
+}
+
+/// A probe's timing, as in a pod spec's probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTiming {
+    /// Seconds before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+    /// Seconds a probe may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+    /// Failures in a row before the probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
 }
 
 /// A LiveKit server the operator does not run.
@@ -407,6 +521,25 @@ pub struct TurnSpec {
     /// TURN over TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TurnTls>,
+    /// UDP ports TURN allocates relay addresses from (LiveKit `turn.relay_range_start/end`). Default
+    /// 20000-29999: below the node port range (30000-32767) and Linux's ephemeral ports
+    /// (32768-60999). With `hostNetwork` they are bound on the node, so they must not overlap the
+    /// node port range or the media ports.
+    #[serde(default = "default_relay_range")]
+    pub relay_range: PortRange,
+}
+
+/// An inclusive port range.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.start <= self.end").message("range start must not exceed end"))]
+#[serde(rename_all = "camelCase")]
+pub struct PortRange {
+    /// First port.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub start: i32,
+    /// Last port, inclusive.
+    #[schemars(range(min = 1024, max = 65535))]
+    pub end: i32,
 }
 
 /// TURN over TLS. LiveKit advertises TURN/TLS on port 443 whatever it listens on, so `port` should
@@ -470,8 +603,8 @@ pub struct SecretKeyRef {
     validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || has(self.redis)")
         .message("auth.redis is required when auth.replicas > 1: delegated leave jobs are shared through Redis")
         .field_path(".redis"),
-    validation = Rule::new("!has(self.placement) || self.placement != 'Sidecar' || (!has(self.replicas) && !has(self.scheduling))")
-        .message("with placement Sidecar the service runs in the LiveKit pods: replicas and scheduling come from livekit.managed"),
+    validation = Rule::new("!has(self.placement) || self.placement != 'Sidecar' || (!has(self.replicas) && !has(self.scheduling) && !has(self.podAnnotations) && !has(self.podLabels))")
+        .message("with placement Sidecar the service runs in the LiveKit pods: replicas, scheduling and pod metadata come from livekit.managed"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
@@ -508,6 +641,14 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "env_list_schema")]
     pub extra_env: Vec<EnvVar>,
+    /// Annotations of the service's pods with placement `Deployment` (e.g. a service-mesh opt-out).
+    /// The operator's config hash annotation cannot be set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Labels of the service's pods with placement `Deployment`, added to the operator's (which
+    /// cannot be overridden).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Where the authorisation service runs.
@@ -556,9 +697,16 @@ pub struct IngressSpec {
     /// `ingressClassName`; unset uses the cluster's default IngressClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
-    /// Annotations on the Ingress (e.g. for cert-manager or the controller's WebSocket timeouts).
+    /// Annotations on the Ingress (e.g. for cert-manager). They win over the operator's WebSocket
+    /// annotations for `controllerType`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The Ingress controller, for the annotations that keep LiveKit's long-lived signalling
+    /// WebSockets open: `ingress-nginx` (proxy read and send timeouts 120 s, buffering off, as ESS
+    /// sets them) or `None`. Unset: `ingress-nginx` when `className` is `nginx`, otherwise `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = field_description_wins)]
+    pub controller_type: Option<IngressController>,
     /// TLS Secret for `host`; unset means no `tls` section (TLS terminated elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_name: Option<String>,
@@ -570,9 +718,20 @@ impl Default for IngressSpec {
             enabled: true,
             class_name: None,
             annotations: BTreeMap::new(),
+            controller_type: None,
             tls_secret_name: None,
         }
     }
+}
+
+/// Ingress controllers whose WebSocket settings the operator knows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum IngressController {
+    /// kubernetes/ingress-nginx (`nginx.ingress.kubernetes.io/*` annotations).
+    #[serde(rename = "ingress-nginx")]
+    IngressNginx,
+    /// No controller-specific annotations.
+    None,
 }
 
 /// Observed state, written by the controller.
@@ -598,8 +757,10 @@ pub struct MatrixRTCTransportStatus {
     /// JSON to merge into `/.well-known/matrix/client`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub well_known_client: Option<String>,
-    /// YAML to merge into Synapse's `homeserver.yaml`: `experimental_features.msc4143_enabled`,
-    /// `matrix_rtc.transports` and `max_event_delay_duration`, each with a comment saying why.
+    /// YAML to merge into Synapse's `homeserver.yaml`, as Element Call's self-hosting guide and ESS
+    /// configure it: `experimental_features` (MSC4143, MSC4222, MSC3266), `matrix_rtc.transports`,
+    /// `max_event_delay_duration` and the `rc_message` and `rc_delayed_event_mgmt` rate limits, each
+    /// with a comment saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synapse_config: Option<String>,
 }
@@ -621,6 +782,13 @@ fn default_tcp() -> MediaPort {
 
 fn default_turn_tls_port() -> i32 {
     443
+}
+
+fn default_relay_range() -> PortRange {
+    PortRange {
+        start: 20000,
+        end: 29999,
+    }
 }
 
 fn default_api_key_field() -> String {
@@ -658,6 +826,25 @@ fn object_list_schema(_: &mut SchemaGenerator) -> Schema {
         "type": "array",
         "maxItems": 64,
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
+}
+
+/// Objects with a `name` (volumes, volume mounts), the rest checked when the pod spec is applied.
+fn named_object_list_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 63,
+                "description": "Name of the volume (for a mount: the volume it mounts); the operator's own names are rejected.",
+            }},
+            "x-kubernetes-preserve-unknown-fields": true,
+        },
     })
 }
 

@@ -1,5 +1,6 @@
 //! `matrixrtc-operator render -f transport.yaml`: every object the operator would apply for a
-//! resource, offline, as a YAML stream in apply order.
+//! resource, offline, as a YAML stream in apply order; with `--status`, the status fields a valid
+//! spec yields (what to paste into `.well-known/matrix/client` and Synapse).
 //!
 //! Without a cluster there is no credentials Secret to read, so fixed placeholder credentials are
 //! used (the output says so), the Secrets the pods reference get a placeholder version (so the pod
@@ -8,12 +9,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::api::{GROUP, MatrixRTCTransport, VERSION};
+use crate::api::{GROUP, MatrixRTCTransport, MatrixRTCTransportStatus, VERSION};
 use crate::build::credentials::{ApiCredentials, CredentialsSource};
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
-use crate::build::{self, BuildError, BuildInput, Child};
+use crate::build::{self, BuildError, BuildInput, Child, discovery};
 use crate::defaults::{DefaultsArgs, OperatorDefaults};
-use crate::validate::{Invalid, validate};
+use crate::validate::{Invalid, Validated, validate};
 
 /// Namespace used when the file names none (as `kubectl apply` would).
 pub const PLACEHOLDER_NAMESPACE: &str = "default";
@@ -26,6 +27,10 @@ pub struct RenderArgs {
     /// The MatrixRTCTransport YAML file.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub file: PathBuf,
+    /// Print, instead of the objects, the status fields the operator writes for a valid spec: the
+    /// `.well-known/matrix/client` JSON and the Synapse settings to merge into `homeserver.yaml`.
+    #[arg(long)]
+    pub status: bool,
     #[command(flatten)]
     pub defaults: DefaultsArgs,
 }
@@ -54,8 +59,8 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
-/// Render the objects for the resource in `input`.
-pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, RenderError> {
+/// Parse and validate the resource in `input`, filling in a placeholder namespace and uid.
+fn validated(input: &str) -> Result<Validated, RenderError> {
     // The generated type does not keep apiVersion and kind, so look at them first.
     let value: serde_json::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
     let field = |name: &str| {
@@ -77,7 +82,28 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
     cr.metadata
         .uid
         .get_or_insert_with(|| PLACEHOLDER_UID.to_owned());
-    let validated = validate(&cr).map_err(RenderError::Invalid)?;
+    validate(&cr).map_err(RenderError::Invalid)
+}
+
+/// The status fields the controller derives from a valid spec alone (as YAML), so an admin can
+/// prepare the homeserver before the operator runs.
+pub fn render_status(input: &str) -> Result<Rendered, RenderError> {
+    let validated = validated(input)?;
+    let status = MatrixRTCTransportStatus {
+        livekit_service_url: Some(discovery::livekit_service_url(&validated)),
+        well_known_client: Some(discovery::well_known_client_json(&validated)),
+        synapse_config: Some(discovery::synapse_config_yaml(&validated)),
+        ..MatrixRTCTransportStatus::default()
+    };
+    Ok(Rendered {
+        yaml: serde_yaml::to_string(&status).map_err(RenderError::Serialise)?,
+        warnings: validated.warnings().to_vec(),
+    })
+}
+
+/// Render the objects for the resource in `input`.
+pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, RenderError> {
+    let validated = validated(input)?;
     let credentials = ApiCredentials::placeholder();
     let mut secrets = SecretVersions::default();
     for reference in secret_refs::all(&validated) {
@@ -123,12 +149,55 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
         }
         .map_err(RenderError::Serialise)?;
         yaml.push_str("---\n");
-        yaml.push_str(&doc);
+        yaml.push_str(&quote_yaml11_booleans(&doc));
     }
     Ok(Rendered {
         yaml,
         warnings: validated.warnings().to_vec(),
     })
+}
+
+/// Words YAML 1.1 reads as booleans, which YAML 1.2 (what serde_yaml writes) leaves as strings.
+const YAML11_BOOLEANS: [&str; 16] = [
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Quote plain scalars that YAML 1.1 would read as booleans. serde_yaml writes YAML 1.2, where
+/// `off` is a string, but kubectl reads YAML 1.1: the Ingress annotation `proxy-buffering: off`
+/// would reach the API server as `false` and be refused. The contents of block scalars (the
+/// LiveKit config file) are left alone.
+fn quote_yaml11_booleans(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    // Indentation of the line that opened a block scalar (`key: |`) whose lines we are in.
+    let mut block: Option<usize> = None;
+    for line in yaml.split_inclusive('\n') {
+        let content = line.trim_end_matches('\n');
+        let indent = content.len() - content.trim_start().len();
+        if let Some(opened) = block {
+            if content.trim().is_empty() || indent > opened {
+                out.push_str(line);
+                continue;
+            }
+            block = None;
+        }
+        let split = content
+            .rsplit_once(": ")
+            .or_else(|| content.trim_start().strip_prefix("- ").map(|v| ("", v)));
+        match split {
+            Some((_, value)) if value.starts_with(['|', '>']) => {
+                block = Some(indent);
+                out.push_str(line);
+            }
+            Some((_, value)) if YAML11_BOOLEANS.contains(&value) => {
+                let head = &content[..content.len() - value.len()];
+                out.push_str(&format!("{head}'{value}'"));
+                out.push_str(&line[content.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// The `render` command: YAML on stdout; warnings, and on failure every problem, on stderr.
@@ -140,7 +209,12 @@ pub fn main(args: RenderArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match render(&input, &args.defaults.into()) {
+    let result = if args.status {
+        render_status(&input)
+    } else {
+        render(&input, &args.defaults.into())
+    };
+    match result {
         Ok(rendered) => {
             for warning in &rendered.warnings {
                 eprintln!("warning: {warning}");
@@ -263,6 +337,46 @@ spec:
             render(missing_spec, &OperatorDefaults::default()),
             Err(RenderError::Deserialise(_))
         ));
+    }
+
+    #[test]
+    fn status_holds_what_the_homeserver_side_needs() {
+        let (_, text) = examples()
+            .into_iter()
+            .find(|(p, _)| p.ends_with("single-node-nodeport.yaml"))
+            .expect("the single-node example");
+        let status: MatrixRTCTransportStatus =
+            serde_yaml::from_str(&render_status(&text).expect("renders").yaml).expect("status");
+        assert_eq!(
+            status.livekit_service_url.as_deref(),
+            Some("https://rtc.example.com")
+        );
+        let synapse: serde_json::Value =
+            serde_yaml::from_str(status.synapse_config.as_deref().expect("synapse")).expect("YAML");
+        assert_eq!(
+            synapse["matrix_rtc"]["transports"][0]["livekit_service_url"],
+            "https://rtc.example.com"
+        );
+        assert!(status.well_known_client.is_some());
+        assert!(status.conditions.is_empty(), "nothing observed offline");
+        assert!(matches!(
+            render_status("kind: Deployment"),
+            Err(RenderError::WrongKind(..))
+        ));
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_are_quoted_outside_block_scalars() {
+        let yaml = "metadata:\n  annotations:\n    a: off\n    b: 'on'\n    c: offline\nlist:\n- yes\ndata:\n  config.yaml: |\n    x: off\n    y: no\nafter: No\n";
+        let quoted = quote_yaml11_booleans(yaml);
+        assert_eq!(
+            quoted,
+            "metadata:\n  annotations:\n    a: 'off'\n    b: 'on'\n    c: offline\nlist:\n- 'yes'\ndata:\n  config.yaml: |\n    x: off\n    y: no\nafter: 'No'\n"
+        );
+        // What a YAML 1.2 reader makes of it is unchanged.
+        let before: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
+        let after: serde_json::Value = serde_yaml::from_str(&quoted).expect("yaml");
+        assert_eq!(before, after);
     }
 
     #[test]

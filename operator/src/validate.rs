@@ -14,18 +14,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use matrixrtc_auth::contract::{self, env};
 
 use crate::api::{
-    AdvertisedIp, AuthRedis, AuthSpec, CredentialsSecretRef, Exposure, IngressSpec, IpSource,
-    LiveKitRedis, LiveKitSpec, ManagedLiveKit, MatrixRTCTransport, MediaPort, MediaServiceSpec,
-    Placement, Scheduling, TurnSpec, UdpSpec,
+    AdvertisedIp, AuthRedis, AuthSpec, CredentialsSecretRef, Exposure, IngressController,
+    IngressSpec, IpSource, LiveKitRedis, LiveKitSpec, ManagedLiveKit, MatrixRTCTransport,
+    MediaPort, MediaServiceSpec, Placement, ProbesSpec, RolloutSpec, Scheduling, TrafficPolicy,
+    TurnSpec, UdpSpec,
 };
 use crate::build::credentials::CredentialsSource;
-use crate::build::{livekit_config, names};
+use crate::build::{HASH_ANNOTATION, labels, livekit, livekit_config, names};
 
 /// Longest resource name whose derived names (e.g. `<name>-livekit-udp-range-19`) still fit the
 /// 63-character limit of Service names.
@@ -36,6 +37,33 @@ pub const DEFAULT_NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767
 
 /// Largest UDP range; sharded into Services of [`names::PORTS_PER_SERVICE`] ports.
 pub const MAX_UDP_RANGE_PORTS: u32 = 5000;
+
+/// Environment variables through which LiveKit overrides its config file (or reads what the
+/// operator passes it); `livekit.managed.extraEnv` may not set them.
+pub const RESERVED_LIVEKIT_ENV: [&str; 8] = [
+    "LIVEKIT_CONFIG",
+    "LIVEKIT_KEYS",
+    "NODE_IP",
+    "UDP_PORT",
+    "REDIS_HOST",
+    "REDIS_PASSWORD",
+    "LIVEKIT_TURN_CERT",
+    "LIVEKIT_TURN_KEY",
+];
+
+/// Keys of LiveKit's `rtc` section that choose its UDP ports. The operator sets them from
+/// `media.udp`; LiveKit prefers a port range over `udp_port`, so a stray one in the user's config
+/// would silently move ICE off the ports the Services expose.
+const OPERATOR_UDP_KEYS: [&str; 3] = ["udp_port", "port_range_start", "port_range_end"];
+
+/// Drain time of a LiveKit pod when `redis` is set: calls stay on the draining pod while new rooms
+/// go to the others, and an hour lets most calls end. livekit-helm uses 5 h, which makes a rolling
+/// update of N nodes take up to 5N hours.
+pub const DRAIN_SECONDS_WITH_REDIS: i64 = 3600;
+/// Drain time without Redis: the draining pod and its successor share no room state, so while it
+/// drains, whoever joins a call lands in a second room of the same name on the new pod. Better cut
+/// the old pod soon; clients reconnect and meet on the new one.
+pub const DRAIN_SECONDS_WITHOUT_REDIS: i64 = 30;
 
 /// Environment variables of the authorisation service that the operator owns; `auth.extraEnv` may
 /// not set them (the ones the operator does not set would change how the ones it sets are read).
@@ -171,6 +199,16 @@ pub struct TurnPlan {
     pub domain: String,
     pub udp: Option<PortPlan>,
     pub tls: Option<TurnTlsPlan>,
+    /// Inclusive UDP range of relay ports.
+    pub relay_range: (u16, u16),
+}
+
+/// How LiveKit pods drain and are replaced, with defaults resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RolloutPlan {
+    pub termination_grace_seconds: i64,
+    pub max_surge: i32,
+    pub max_unavailable: i32,
 }
 
 /// A LiveKit the operator runs.
@@ -189,9 +227,38 @@ pub struct ManagedPlan {
     pub redis: Option<LiveKitRedis>,
     /// The user's free-form LiveKit config (an object; empty when unset).
     pub user_config: serde_json::Map<String, serde_json::Value>,
+    pub rollout: RolloutPlan,
+    pub pod_annotations: BTreeMap<String, String>,
+    pub pod_labels: BTreeMap<String, String>,
+    pub extra_env: Vec<EnvVar>,
+    pub extra_volumes: Vec<Volume>,
+    pub extra_volume_mounts: Vec<VolumeMount>,
+    pub probes: ProbesSpec,
 }
 
 impl ManagedPlan {
+    /// Whether each pod needs a node of its own: its ports are bound on the node, or several
+    /// replicas sit behind NodePort Services with `externalTrafficPolicy: Local`, where a node
+    /// forwards only to its own pod (two pods on one node would share that node's packets).
+    pub fn one_pod_per_node(&self) -> bool {
+        self.binds_node_ports() || self.needs_node_anti_affinity()
+    }
+
+    /// Several replicas behind NodePort ICE ports: the scheduler must be told to keep them apart
+    /// (the ports are not bound on the node, so nothing else stops two pods sharing one).
+    pub fn needs_node_anti_affinity(&self) -> bool {
+        self.replicas > 1 && self.ice_reaches().contains(&Reach::NodePort)
+    }
+
+    /// How the ICE media ports (TCP and UDP, not TURN) are reached.
+    pub fn ice_reaches(&self) -> Vec<Reach> {
+        let udp = match self.udp {
+            UdpPlan::Mux(p) => p.reach,
+            UdpPlan::Range { reach, .. } => reach,
+        };
+        vec![self.tcp.reach, udp]
+    }
+
     /// Whether some port is bound on the node, so two pods cannot share a node.
     pub fn binds_node_ports(&self) -> bool {
         let range_on_node = matches!(
@@ -253,6 +320,9 @@ pub struct AuthPlan {
     pub cs_api_url_overrides: BTreeMap<String, String>,
     pub redis: Option<AuthRedis>,
     pub extra_env: Vec<EnvVar>,
+    /// Only with placement `Deployment` (validation rejects them for a sidecar).
+    pub pod_annotations: BTreeMap<String, String>,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// A spec that passed validation, with defaults resolved (except images, which come from the
@@ -267,6 +337,7 @@ pub struct Validated {
     pub(crate) auth: AuthPlan,
     pub(crate) credentials: CredentialsSource,
     pub(crate) ingress: Option<IngressSpec>,
+    pub(crate) image_pull_secrets: Vec<String>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -301,6 +372,24 @@ impl Validated {
 
     pub fn ingress(&self) -> Option<&IngressSpec> {
         self.ingress.as_ref()
+    }
+
+    /// The Ingress controller whose WebSocket annotations apply: the explicit `controllerType`, or
+    /// ingress-nginx for class `nginx`.
+    pub fn ingress_controller(&self) -> IngressController {
+        let Some(ingress) = &self.ingress else {
+            return IngressController::None;
+        };
+        match (ingress.controller_type, ingress.class_name.as_deref()) {
+            (Some(controller), _) => controller,
+            (None, Some("nginx")) => IngressController::IngressNginx,
+            (None, _) => IngressController::None,
+        }
+    }
+
+    /// Names of the Secrets both workloads pull images with.
+    pub fn image_pull_secrets(&self) -> &[String] {
+        &self.image_pull_secrets
     }
 
     pub fn is_managed_livekit(&self) -> bool {
@@ -363,6 +452,9 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
     let auth = c.auth(&spec.auth, livekit_replicas);
     let credentials = c.credentials(spec.credentials.as_ref(), &id.name);
     let ingress = c.ingress(&spec.ingress);
+    for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
+        c.non_empty(&format!("spec.imagePullSecrets[{i}]"), secret);
+    }
 
     if !c.problems.is_empty() {
         return Err(Invalid {
@@ -378,6 +470,7 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
         auth,
         credentials,
         ingress,
+        image_pull_secrets: spec.image_pull_secrets.clone(),
         warnings: c.warnings,
     };
     if let LiveKitPlan::Managed(plan) = &validated.livekit {
@@ -556,8 +649,10 @@ impl Checker {
             self.livekit_redis(&format!("{base}.redis"), redis);
         }
         let user_config = self.user_config(&format!("{base}.config"), m.config.as_ref());
+        self.pod_metadata(base, &m.pod_annotations, &m.pod_labels);
+        self.livekit_extras(base, m);
 
-        let plan = ManagedPlan {
+        let mut plan = ManagedPlan {
             image: m.image.clone(),
             replicas: m.replicas,
             resources: m.resources.clone(),
@@ -570,10 +665,171 @@ impl Checker {
             turn,
             redis: m.redis.clone(),
             user_config,
+            // Resolved below, once the topology is known.
+            rollout: RolloutPlan {
+                termination_grace_seconds: 0,
+                max_surge: 0,
+                max_unavailable: 0,
+            },
+            pod_annotations: m.pod_annotations.clone(),
+            pod_labels: m.pod_labels.clone(),
+            extra_env: m.extra_env.clone(),
+            extra_volumes: m.extra_volumes.clone(),
+            extra_volume_mounts: m.extra_volume_mounts.clone(),
+            probes: m.probes.clone(),
         };
         self.port_collisions(&mbase, &plan);
+        self.topology(base, &plan);
+        plan.rollout = self.rollout(&format!("{base}.rollout"), &m.rollout, &plan);
         self.reach_warnings(&plan);
         plan
+    }
+
+    /// More than one replica needs one pod per node's ports: each LiveKit pod advertises its own
+    /// address, and only that pod knows the ICE sessions it advertised. Whatever spreads a client's
+    /// packets over several pods (a LoadBalancer, a NodePort with `externalTrafficPolicy: Cluster`)
+    /// or gives every pod the same address (a manual IP) breaks about half the connections.
+    fn topology(&mut self, base: &str, plan: &ManagedPlan) {
+        if plan.replicas <= 1 {
+            return;
+        }
+        let reaches = plan.ice_reaches();
+        if reaches.contains(&Reach::LoadBalancer) {
+            self.problem(
+                format!("{base}.media"),
+                "a LoadBalancer cannot carry ICE media for more than one LiveKit replica: it spreads a client's packets over all pods, and only the pod that advertised the candidate knows the session; use hostNetwork, HostPort, or NodePort with externalTrafficPolicy Local",
+            );
+        }
+        if reaches.contains(&Reach::NodePort)
+            && plan.service.external_traffic_policy != Some(TrafficPolicy::Local)
+        {
+            self.problem(
+                format!("{base}.media.service.externalTrafficPolicy"),
+                "NodePort ICE media with more than one LiveKit replica needs media.service.externalTrafficPolicy Local: with Cluster, kube-proxy hands a client's packets to any pod, and only the pod that advertised the candidate knows the session",
+            );
+        }
+        if matches!(plan.advertised_ip, AdvertisedIpPlan::Manual(_)) {
+            self.problem(
+                format!("{base}.media.advertisedIp.source"),
+                "advertisedIp source Manual gives every LiveKit pod the same address: with more than one replica use HostIP, STUN or PodIP, so that each pod advertises its own",
+            );
+        }
+    }
+
+    fn rollout(&mut self, path: &str, r: &RolloutSpec, plan: &ManagedPlan) -> RolloutPlan {
+        let one_per_node = plan.one_pod_per_node();
+        let max_surge = r.max_surge.unwrap_or(if one_per_node { 0 } else { 1 });
+        let max_unavailable = r
+            .max_unavailable
+            .unwrap_or(if max_surge == 0 { 1 } else { 0 });
+        if one_per_node && max_surge > 0 {
+            self.problem(
+                format!("{path}.maxSurge"),
+                "must be 0: each LiveKit pod needs a node of its own (HostPort, hostNetwork, or several replicas behind NodePort), so a surge pod would have to share one",
+            );
+        }
+        if max_surge < 0 || max_unavailable < 0 {
+            self.problem(path, "maxSurge and maxUnavailable must not be negative");
+        } else if max_surge == 0 && max_unavailable == 0 {
+            self.problem(
+                path,
+                "maxSurge and maxUnavailable cannot both be 0: the rollout could never replace a pod",
+            );
+        }
+        let termination_grace_seconds =
+            r.termination_grace_period_seconds
+                .unwrap_or(if plan.redis.is_some() {
+                    DRAIN_SECONDS_WITH_REDIS
+                } else {
+                    DRAIN_SECONDS_WITHOUT_REDIS
+                });
+        if !(0..=86400).contains(&termination_grace_seconds) {
+            self.problem(
+                format!("{path}.terminationGracePeriodSeconds"),
+                "must lie between 0 and 86400 (24 h)",
+            );
+        }
+        RolloutPlan {
+            termination_grace_seconds,
+            max_surge,
+            max_unavailable,
+        }
+    }
+
+    /// Pod annotations and labels may add to the operator's, not replace them: the selector labels
+    /// tie the pods to their Deployment and Services, and the hash annotation rolls them.
+    fn pod_metadata(
+        &mut self,
+        base: &str,
+        annotations: &BTreeMap<String, String>,
+        pod_labels: &BTreeMap<String, String>,
+    ) {
+        if annotations.contains_key(HASH_ANNOTATION) {
+            self.problem(
+                format!("{base}.podAnnotations"),
+                format!("{HASH_ANNOTATION} is set by the operator (it rolls the pods when their inputs change)"),
+            );
+        }
+        for key in pod_labels.keys() {
+            if labels::RESERVED.contains(&key.as_str()) {
+                self.problem(
+                    format!("{base}.podLabels"),
+                    format!("{key} is set by the operator (Deployments and Services select the pods by it)"),
+                );
+            }
+        }
+    }
+
+    fn livekit_extras(&mut self, base: &str, m: &ManagedLiveKit) {
+        let mut seen = BTreeSet::new();
+        for (i, var) in m.extra_env.iter().enumerate() {
+            let path = format!("{base}.extraEnv[{i}].name");
+            if var.name.is_empty() {
+                self.problem(&path, "must not be empty");
+            } else if RESERVED_LIVEKIT_ENV.contains(&var.name.as_str()) {
+                self.problem(
+                    &path,
+                    format!(
+                        "{} would override the operator's LiveKit config and cannot be set",
+                        var.name
+                    ),
+                );
+            } else if !seen.insert(var.name.as_str()) {
+                self.problem(&path, format!("{} is set twice", var.name));
+            }
+        }
+        let mut volumes = BTreeSet::new();
+        for (i, volume) in m.extra_volumes.iter().enumerate() {
+            let path = format!("{base}.extraVolumes[{i}].name");
+            if livekit::OPERATOR_VOLUMES.contains(&volume.name.as_str()) {
+                self.problem(
+                    &path,
+                    format!("{} is a volume of the operator", volume.name),
+                );
+            } else if !volumes.insert(volume.name.as_str()) {
+                self.problem(&path, format!("{} is listed twice", volume.name));
+            }
+        }
+        for (i, mount) in m.extra_volume_mounts.iter().enumerate() {
+            let path = format!("{base}.extraVolumeMounts[{i}]");
+            if !volumes.contains(mount.name.as_str()) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("{} is not one of extraVolumes", mount.name),
+                );
+            }
+            let target = mount.mount_path.trim_end_matches('/');
+            if livekit::OPERATOR_MOUNT_DIRS.iter().any(|dir| {
+                target == *dir
+                    || dir.starts_with(&format!("{target}/"))
+                    || target.starts_with(&format!("{dir}/"))
+            }) {
+                self.problem(
+                    format!("{path}.mountPath"),
+                    format!("{} overlaps a directory the operator mounts (config, keys, TURN certificate)", mount.mount_path),
+                );
+            }
+        }
     }
 
     fn port_number(&mut self, path: &str, port: i32) -> u16 {
@@ -670,10 +926,30 @@ impl Checker {
                 secret_name: tls.secret_name.clone(),
             }
         });
+        let rpath = format!("{path}.relayRange");
+        let start = self.port_number(&format!("{rpath}.start"), t.relay_range.start);
+        let end = self.port_number(&format!("{rpath}.end"), t.relay_range.end);
+        if start > end {
+            self.problem(&rpath, "range start must not exceed end");
+        }
+        if host_network
+            && start <= *DEFAULT_NODE_PORT_RANGE.end()
+            && end >= *DEFAULT_NODE_PORT_RANGE.start()
+        {
+            self.problem(
+                &rpath,
+                format!(
+                    "the TURN relay range {start}-{end} overlaps the node port range {}-{}: with hostNetwork LiveKit binds relay ports on the node, where kube-proxy forwards node ports to Services",
+                    DEFAULT_NODE_PORT_RANGE.start(),
+                    DEFAULT_NODE_PORT_RANGE.end()
+                ),
+            );
+        }
         TurnPlan {
             domain: t.domain.clone(),
             udp,
             tls,
+            relay_range: (start, end),
         }
     }
 
@@ -711,6 +987,16 @@ impl Checker {
                 "API keys do not belong in the resource: use spec.credentials (or let the operator generate them)",
             );
         }
+        if let Some(rtc) = map.get("rtc").and_then(|r| r.as_object()) {
+            for key in OPERATOR_UDP_KEYS {
+                if rtc.contains_key(key) {
+                    self.problem(
+                        format!("{path}.rtc.{key}"),
+                        "the UDP ports come from spec.livekit.managed.media.udp: LiveKit prefers a port range over udp_port, so this key would silently move ICE off the ports the operator exposes",
+                    );
+                }
+            }
+        }
         if map.get("redis").and_then(|r| r.get("password")).is_some() {
             self.problem(
                 format!("{path}.redis.password"),
@@ -745,6 +1031,26 @@ impl Checker {
                 tcp.push((container, "turn.tls (container port)".into()));
             }
         }
+        if let Some((start, end)) = plan.turn.as_ref().map(|t| t.relay_range) {
+            let mut media: Vec<(u16, u16, String)> = Vec::new();
+            match plan.udp {
+                UdpPlan::Mux(p) => media.push((p.port, p.port, "media.udp.mux.port".into())),
+                UdpPlan::Range { start, end, .. } => {
+                    media.push((start, end, "media.udp.range".into()));
+                }
+            }
+            if let Some(p) = plan.turn.as_ref().and_then(|t| t.udp) {
+                media.push((p.port, p.port, "turn.udp.port".into()));
+            }
+            for (first, last, what) in media {
+                if first <= end && last >= start {
+                    self.problem(
+                        path,
+                        format!("the TURN relay range {start}-{end} (turn.relayRange) overlaps {what} ({first}-{last}): LiveKit would bind relay ports on its own media ports"),
+                    );
+                }
+            }
+        }
         for (protocol, ports) in [("TCP", tcp), ("UDP", udp)] {
             let mut seen: BTreeMap<u16, String> = BTreeMap::new();
             for (port, what) in ports {
@@ -766,25 +1072,11 @@ impl Checker {
     }
 
     fn reach_warnings(&mut self, plan: &ManagedPlan) {
-        let load_balanced = plan
-            .single_ports()
-            .iter()
-            .any(|p| p.reach == Reach::LoadBalancer)
-            || matches!(
-                plan.udp,
-                UdpPlan::Range {
-                    reach: Reach::LoadBalancer,
-                    ..
-                }
-            );
-        if load_balanced
-            && matches!(
-                plan.advertised_ip,
-                AdvertisedIpPlan::HostIp | AdvertisedIpPlan::PodIp
-            )
-        {
+        // Only ICE ports carry the advertised IP; clients find TURN by `turn.domain`.
+        let load_balanced = plan.ice_reaches().contains(&Reach::LoadBalancer);
+        if load_balanced && !matches!(plan.advertised_ip, AdvertisedIpPlan::Manual(_)) {
             self.warnings.push(
-                "spec.livekit.managed.media.advertisedIp: a LoadBalancer-exposed port is advertised with the node or pod IP; clients will not reach the load balancer (use Manual with its address, or STUN)".into(),
+                "spec.livekit.managed.media.advertisedIp: LoadBalancer-exposed ICE ports are advertised with the node's or pod's IP, or with what STUN finds (the node's egress IP, not the load balancer's); clients will not reach the load balancer: use source Manual with its address".into(),
             );
         }
         // Clusters can widen the node port range, so this is a warning, not an error.
@@ -849,11 +1141,13 @@ impl Checker {
                 for (field, set) in [
                     ("replicas", a.replicas.is_some()),
                     ("scheduling", a.scheduling.is_some()),
+                    ("podAnnotations", !a.pod_annotations.is_empty()),
+                    ("podLabels", !a.pod_labels.is_empty()),
                 ] {
                     if set {
                         self.problem(
                             format!("{base}.{field}"),
-                            "with placement Sidecar the service runs in the LiveKit pods: replicas and scheduling come from livekit.managed",
+                            "with placement Sidecar the service runs in the LiveKit pods: replicas, scheduling and pod metadata come from livekit.managed",
                         );
                     }
                 }
@@ -889,6 +1183,7 @@ impl Checker {
             }
             None => {}
         }
+        self.pod_metadata(base, &a.pod_annotations, &a.pod_labels);
         let mut seen = BTreeSet::new();
         for (i, var) in a.extra_env.iter().enumerate() {
             let path = format!("{base}.extraEnv[{i}].name");
@@ -918,6 +1213,8 @@ impl Checker {
             cs_api_url_overrides: a.cs_api_url_overrides.clone(),
             redis: a.redis.clone(),
             extra_env: a.extra_env.clone(),
+            pod_annotations: a.pod_annotations.clone(),
+            pod_labels: a.pod_labels.clone(),
         }
     }
 

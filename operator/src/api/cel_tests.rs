@@ -87,7 +87,7 @@ fn every_rule_compiles() {
         .matches("\"rule\"")
         .count();
     assert_eq!(
-        rules, 13,
+        rules, 18,
         "a rule was added or lost: update the cases below"
     );
 }
@@ -99,7 +99,7 @@ fn a_minimal_transport_passes() {
 
 #[test]
 fn each_rule_rejects_what_it_should_and_validate_agrees() {
-    let cases: [(Value, &str); 14] = [
+    let cases: [(Value, &str); 19] = [
         (
             json!({"homeservers": {"fullAccess": ["*", "example.com"]}}),
             "'*' must be the only entry",
@@ -153,6 +153,26 @@ fn each_rule_rejects_what_it_should_and_validate_agrees() {
             json!({"auth": {"placement": "Sidecar", "replicas": 1}}),
             "with placement Sidecar",
         ),
+        (
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"tcp": {"port": 7881, "exposure": "LoadBalancer"}, "udp": {"mux": {"port": 7882, "exposure": "HostPort"}}}}}}),
+            "a LoadBalancer cannot carry ICE media for more than one LiveKit replica",
+        ),
+        (
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"tcp": {"port": 7881, "exposure": "HostPort"}}}}}),
+            "needs media.service.externalTrafficPolicy Local",
+        ),
+        (
+            json!({"livekit": {"managed": {"replicas": 3, "redis": {"address": "redis:6379"}, "media": {"hostNetwork": true, "advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
+            "gives every LiveKit pod the same address",
+        ),
+        (
+            json!({"livekit": {"managed": {"rollout": {"maxSurge": 0, "maxUnavailable": 0}}}}),
+            "cannot both be 0",
+        ),
+        (
+            json!({"livekit": {"managed": {"turn": {"domain": "t.example.com", "udp": {"port": 3478}, "relayRange": {"start": 21000, "end": 20000}}}}}),
+            "range start must not exceed end",
+        ),
     ];
     for (patch, expected) in cases {
         let cr = with_spec(patch.clone());
@@ -174,14 +194,18 @@ fn the_allowed_counterparts_pass() {
         json!({"homeservers": {"fullAccess": ["*"]}}),
         json!({"homeservers": {"fullAccess": ["example.com", "example.org"]}}),
         json!({"livekit": {"external": {"url": "wss://sfu.example.net"}}, "credentials": {"secretName": "c"}}),
-        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"hostNetwork": true, "advertisedIp": {"source": "HostIP"}}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"tcp": {"port": 30001, "exposure": "HostPort"}, "udp": {"range": {"start": 40000, "end": 40099, "exposure": "HostPort"}}}}}}),
+        json!({"livekit": {"managed": {"media": {"tcp": {"port": 7881, "exposure": "LoadBalancer"}, "advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
+        json!({"livekit": {"managed": {"rollout": {"maxSurge": 0, "maxUnavailable": 1, "terminationGracePeriodSeconds": 3600}}}}),
         json!({"livekit": {"managed": {"media": {"advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
         json!({"livekit": {"managed": {"media": {"udp": {"range": {"start": 30000, "end": 34999}}}}}}),
         json!({"livekit": {"managed": {"media": {"hostNetwork": true, "tcp": {"port": 7881}}}}}),
         json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "udp": {"port": 3478}}}}}),
         json!({"auth": {"replicas": 2, "redis": {"url": "redis://redis:6379"}}}),
         json!({"auth": {"placement": "Sidecar"}}),
-        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
     ];
     for patch in cases {
         assert_eq!(

@@ -6,8 +6,6 @@
 //! (`LIVEKIT_KEY_FROM_FILE` / `LIVEKIT_SECRET_FROM_FILE`, which the reference service understands
 //! too), never plain environment values.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -23,7 +21,7 @@ use matrixrtc_auth::contract::{self, env};
 use super::credentials::{API_KEY_FIELD, API_SECRET_FIELD};
 use super::labels::{self, Component};
 use super::pod::{self, HASH_ANNOTATION};
-use super::services::HTTP;
+use super::services::AUTH_HTTP;
 use super::{livekit_config, names, object_meta};
 use crate::api::AuthRedis;
 use crate::defaults::OperatorDefaults;
@@ -134,7 +132,7 @@ fn health_probe() -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(contract::path::HEALTHZ.to_owned()),
-            port: IntOrString::String(HTTP.to_owned()),
+            port: IntOrString::String(AUTH_HTTP.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(10),
@@ -155,8 +153,10 @@ pub fn container(v: &Validated, defaults: &OperatorDefaults) -> Container {
                 .unwrap_or_else(|| defaults.auth_image.clone()),
         ),
         env: Some(env(v)),
+        // Not `http`: as a sidecar it shares the pod with LiveKit's `http` port, and port names
+        // must be unique in a pod.
         ports: Some(vec![ContainerPort {
-            name: Some(HTTP.to_owned()),
+            name: Some(AUTH_HTTP.to_owned()),
             container_port: i32::from(contract::DEFAULT_PORT),
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
@@ -207,9 +207,12 @@ pub fn deployment(v: &Validated, defaults: &OperatorDefaults, hash: &str) -> Opt
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(pod::pod_security_context(UID)),
+        image_pull_secrets: pod::image_pull_secrets(v),
         ..PodSpec::default()
     };
     pod::apply_scheduling(&mut spec, scheduling, &selector);
+    let mut annotations = v.auth().pod_annotations.clone();
+    annotations.insert(HASH_ANNOTATION.to_owned(), hash.to_owned());
     Some(Deployment {
         metadata: object_meta(v, names::auth(v.name()), Component::Auth),
         spec: Some(DeploymentSpec {
@@ -228,11 +231,12 @@ pub fn deployment(v: &Validated, defaults: &OperatorDefaults, hash: &str) -> Opt
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels::pod(v.name(), Component::Auth)),
-                    annotations: Some(BTreeMap::from([(
-                        HASH_ANNOTATION.to_owned(),
-                        hash.to_owned(),
-                    )])),
+                    labels: Some(labels::pod_with(
+                        v.name(),
+                        Component::Auth,
+                        &v.auth().pod_labels,
+                    )),
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(spec),
@@ -245,6 +249,8 @@ pub fn deployment(v: &Validated, defaults: &OperatorDefaults, hash: &str) -> Opt
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::build::test_support::{external, validated};
 
@@ -418,5 +424,31 @@ auth:
             container(&validated(""), &defaults).image.as_deref(),
             Some("mirror/auth:2")
         );
+    }
+
+    #[test]
+    fn deployment_pods_carry_user_metadata_and_pull_secrets() {
+        let d = deployment(
+            &validated(
+                "imagePullSecrets: [regcred]\nauth: {podAnnotations: {linkerd.io/inject: disabled}, podLabels: {team: rtc}}",
+            ),
+            &OperatorDefaults::default(),
+            "h1",
+        )
+        .expect("deployment");
+        let template = d.spec.expect("spec").template;
+        let meta = template.metadata.expect("metadata");
+        let annotations = meta.annotations.expect("annotations");
+        assert_eq!(annotations["linkerd.io/inject"], "disabled");
+        assert_eq!(annotations[HASH_ANNOTATION], "h1");
+        let pod_labels = meta.labels.expect("labels");
+        assert_eq!(pod_labels["team"], "rtc");
+        assert_eq!(pod_labels[labels::COMPONENT], "auth");
+        let secrets = template
+            .spec
+            .expect("pod")
+            .image_pull_secrets
+            .expect("pull secrets");
+        assert_eq!(secrets[0].name, "regcred");
     }
 }

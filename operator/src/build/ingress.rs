@@ -3,6 +3,8 @@
 //! the external server posts its webhooks through the public host. `/healthz` and `/metrics` stay
 //! internal.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
@@ -12,6 +14,7 @@ use matrixrtc_auth::contract;
 use super::labels::Component;
 use super::livekit_config::SIGNAL_PORT;
 use super::{names, object_meta};
+use crate::api::IngressController;
 use crate::validate::{LiveKitPlan, Validated};
 
 /// The Ingress, unless `spec.ingress.enabled` is false.
@@ -33,8 +36,10 @@ pub fn build(v: &Validated) -> Option<Ingress> {
         }
     }
     let mut metadata = object_meta(v, names::ingress(v.name()), Component::Transport);
-    if !spec.annotations.is_empty() {
-        metadata.annotations = Some(spec.annotations.clone());
+    let mut annotations = websocket_annotations(v.ingress_controller());
+    annotations.extend(spec.annotations.clone());
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
     }
     Some(Ingress {
         metadata,
@@ -56,6 +61,33 @@ pub fn build(v: &Validated) -> Option<Ingress> {
     })
 }
 
+/// Seconds ingress-nginx keeps an idle proxied connection open (ESS's value): LiveKit pings its
+/// signalling WebSockets well within that, and the default 60 s would drop quiet ones.
+pub const NGINX_WEBSOCKET_TIMEOUT: &str = "120";
+
+/// Annotations that keep the signalling WebSockets open on `controller`; the user's annotations
+/// are laid over them.
+fn websocket_annotations(controller: IngressController) -> BTreeMap<String, String> {
+    match controller {
+        IngressController::IngressNginx => [
+            (
+                "nginx.ingress.kubernetes.io/proxy-read-timeout",
+                NGINX_WEBSOCKET_TIMEOUT,
+            ),
+            (
+                "nginx.ingress.kubernetes.io/proxy-send-timeout",
+                NGINX_WEBSOCKET_TIMEOUT,
+            ),
+            // Stream signalling messages as they come instead of collecting a buffer.
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        IngressController::None => BTreeMap::new(),
+    }
+}
+
 fn path(prefix: &str, service: &str, port: u16) -> HTTPIngressPath {
     HTTPIngressPath {
         path: Some(prefix.to_owned()),
@@ -75,8 +107,6 @@ fn path(prefix: &str, service: &str, port: u16) -> HTTPIngressPath {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::build::test_support::{external, validated};
 
@@ -145,5 +175,43 @@ mod tests {
     #[test]
     fn disabled_ingress_builds_nothing() {
         assert!(build(&validated("ingress: {enabled: false}")).is_none());
+    }
+
+    #[test]
+    fn nginx_gets_websocket_annotations_that_the_user_can_override() {
+        let annotations = |spec: &str| {
+            build(&validated(spec))
+                .expect("enabled")
+                .metadata
+                .annotations
+                .unwrap_or_default()
+        };
+        let nginx = annotations("ingress: {className: nginx}");
+        assert_eq!(
+            nginx["nginx.ingress.kubernetes.io/proxy-read-timeout"],
+            "120"
+        );
+        assert_eq!(
+            nginx["nginx.ingress.kubernetes.io/proxy-send-timeout"],
+            "120"
+        );
+        assert_eq!(nginx["nginx.ingress.kubernetes.io/proxy-buffering"], "off");
+        let overridden = annotations(
+            "ingress: {className: nginx, annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: '3600'}}",
+        );
+        assert_eq!(
+            overridden["nginx.ingress.kubernetes.io/proxy-read-timeout"],
+            "3600"
+        );
+        assert_eq!(
+            overridden["nginx.ingress.kubernetes.io/proxy-buffering"],
+            "off"
+        );
+        assert!(annotations("ingress: {className: traefik}").is_empty());
+        assert!(annotations("ingress: {className: nginx, controllerType: None}").is_empty());
+        assert_eq!(
+            annotations("ingress: {controllerType: ingress-nginx}").len(),
+            3
+        );
     }
 }

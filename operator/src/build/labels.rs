@@ -13,6 +13,9 @@ pub const PART_OF: &str = "app.kubernetes.io/part-of";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const VERSION: &str = "app.kubernetes.io/version";
 
+/// Labels the operator sets on pods; `podLabels` may not override them.
+pub const RESERVED: [&str; 5] = [NAME, INSTANCE, COMPONENT, PART_OF, MANAGED_BY];
+
 /// Value of `managed-by` on every child.
 pub const MANAGER: &str = "matrixrtc-operator";
 /// Value of `part-of` on every child.
@@ -61,6 +64,18 @@ pub fn pod(cr: &str, component: Component) -> BTreeMap<String, String> {
     let mut labels = selector(cr, component);
     labels.insert(PART_OF.to_owned(), PART_OF_VALUE.to_owned());
     labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
+    labels
+}
+
+/// Pod template labels: the user's `podLabels` under the operator's (validation rejects clashes,
+/// and the operator's are inserted last in any case).
+pub fn pod_with(
+    cr: &str,
+    component: Component,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut labels = extra.clone();
+    labels.extend(pod(cr, component));
     labels
 }
 

@@ -5,10 +5,15 @@
 //!   stats are stale (e.g. Redis trouble) and restarting every pod then makes things worse;
 //!   readiness is `GET /`, which takes such a node out of rotation; a TCP startup probe allows a
 //!   slow STUN discovery.
-//! - `terminationGracePeriodSeconds: 300`: on SIGTERM LiveKit stops taking new rooms and waits for
-//!   participants to leave; five minutes lets most calls end or move instead of being cut at 30 s.
-//! - When ports are bound on the node (HostPort, hostNetwork), a surge pod could not start on the
-//!   same node, so the rollout uses `maxSurge: 0, maxUnavailable: 1`; otherwise it surges first.
+//! - Drain: on SIGTERM LiveKit stops taking new rooms and waits for participants to leave, up to
+//!   `rollout.terminationGracePeriodSeconds` (defaults in [`crate::validate`]: long with Redis,
+//!   short without, where a draining pod shares no state with its successor).
+//! - One pod per node where the topology needs it (ports bound on the node, or several replicas
+//!   behind NodePort Services with `externalTrafficPolicy: Local`): the rollout never surges
+//!   (`maxSurge: 0`), and for NodePort a required pod anti-affinity on the hostname keeps the
+//!   replicas apart, since no bound port does. Otherwise the rollout surges first.
+//! - The user's pod annotations and labels, extra env, volumes and probe timings are added to the
+//!   operator's, never in place of them (validation rejects clashes).
 //! - The config file and key file are mounted (ConfigMap and Secret); the pod template carries a
 //!   hash of the config and of the credentials' source (plus the other Secrets the pod references),
 //!   so a change rolls the pods.
@@ -19,9 +24,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction,
-    Volume, VolumeMount,
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodAffinityTerm, PodSpec, PodTemplateSpec, Probe, SecretKeySelector,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,6 +39,7 @@ use super::livekit_config::{
 use super::pod::{self, HASH_ANNOTATION};
 use super::services::{HTTP, METRICS, RTC_TCP, RTC_UDP, TURN_TLS, TURN_UDP};
 use super::{auth, names, object_meta, secret};
+use crate::api::ProbeTiming;
 use crate::defaults::OperatorDefaults;
 use crate::validate::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, Reach, UdpPlan, Validated};
 
@@ -41,8 +47,8 @@ use crate::validate::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, Reach, UdpPl
 pub const UID: i64 = 10030;
 /// Container name.
 pub const CONTAINER: &str = "livekit";
-/// Seconds LiveKit gets to drain calls on shutdown.
-pub const TERMINATION_GRACE_SECONDS: i64 = 300;
+/// The node label the anti-affinity spreads replicas over.
+pub const HOSTNAME_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
 /// UDP ranges up to this size are listed as container ports when no hostPort requires it
 /// (documentation only; larger ranges would bloat the pod spec).
 const LIST_RANGE_UP_TO: u16 = 100;
@@ -50,6 +56,16 @@ const LIST_RANGE_UP_TO: u16 = 100;
 const CONFIG_VOLUME: &str = "config";
 const KEYS_VOLUME: &str = "keys";
 const TURN_TLS_VOLUME: &str = "turn-tls";
+
+/// Volumes of the LiveKit pod the operator defines; `extraVolumes` may not reuse their names.
+pub const OPERATOR_VOLUMES: [&str; 4] = [
+    CONFIG_VOLUME,
+    KEYS_VOLUME,
+    TURN_TLS_VOLUME,
+    auth::CREDENTIALS_VOLUME,
+];
+/// Directories the operator mounts in the LiveKit container; `extraVolumeMounts` stay clear of them.
+pub const OPERATOR_MOUNT_DIRS: [&str; 3] = [CONFIG_DIR, KEYS_DIR, TURN_TLS_DIR];
 
 fn port(name: Option<String>, protocol: &str, container: u16, host: Option<u16>) -> ContainerPort {
     ContainerPort {
@@ -163,6 +179,20 @@ fn tcp_probe(period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The operator's probe with the user's timing laid over it.
+fn tuned(probe: Probe, timing: Option<&ProbeTiming>) -> Probe {
+    let Some(t) = timing else {
+        return probe;
+    };
+    Probe {
+        initial_delay_seconds: t.initial_delay_seconds.or(probe.initial_delay_seconds),
+        period_seconds: t.period_seconds.or(probe.period_seconds),
+        timeout_seconds: t.timeout_seconds.or(probe.timeout_seconds),
+        failure_threshold: t.failure_threshold.or(probe.failure_threshold),
+        ..probe
+    }
+}
+
 fn mount(volume: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: volume.to_owned(),
@@ -185,7 +215,10 @@ fn container(plan: &ManagedPlan, defaults: &OperatorDefaults) -> Container {
     {
         mounts.push(mount(TURN_TLS_VOLUME, TURN_TLS_DIR));
     }
-    let env = env(plan);
+    mounts.extend(plan.extra_volume_mounts.iter().cloned());
+    let mut env = env(plan);
+    env.extend(plan.extra_env.iter().cloned());
+    let probes = &plan.probes;
     Container {
         name: CONTAINER.to_owned(),
         image: Some(
@@ -200,19 +233,22 @@ fn container(plan: &ManagedPlan, defaults: &OperatorDefaults) -> Container {
         env: (!env.is_empty()).then_some(env),
         ports: Some(container_ports(plan)),
         volume_mounts: Some(mounts),
-        startup_probe: Some(tcp_probe(2, 60)),
-        liveness_probe: Some(tcp_probe(10, 3)),
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/".to_owned()),
-                port: IntOrString::String(HTTP.to_owned()),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(10),
-            timeout_seconds: Some(1),
-            failure_threshold: Some(3),
-            ..Probe::default()
-        }),
+        startup_probe: Some(tuned(tcp_probe(2, 60), probes.startup.as_ref())),
+        liveness_probe: Some(tuned(tcp_probe(10, 3), probes.liveness.as_ref())),
+        readiness_probe: Some(tuned(
+            Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/".to_owned()),
+                    port: IntOrString::String(HTTP.to_owned()),
+                    ..HTTPGetAction::default()
+                }),
+                period_seconds: Some(10),
+                timeout_seconds: Some(1),
+                failure_threshold: Some(3),
+                ..Probe::default()
+            },
+            probes.readiness.as_ref(),
+        )),
         resources: Some(pod::resources(
             plan.resources.as_ref(),
             "100m",
@@ -248,7 +284,31 @@ fn volumes(v: &Validated, plan: &ManagedPlan) -> Vec<Volume> {
             &["tls.crt", "tls.key"],
         ));
     }
+    volumes.extend(plan.extra_volumes.iter().cloned());
     volumes
+}
+
+/// The user's affinity plus, when the topology needs it, a required anti-affinity that keeps two
+/// LiveKit pods of this transport off one node.
+fn affinity(plan: &ManagedPlan, selector: &BTreeMap<String, String>) -> Option<Affinity> {
+    let user = plan.scheduling.affinity.clone();
+    if !plan.needs_node_anti_affinity() {
+        return user;
+    }
+    let mut affinity = user.unwrap_or_default();
+    let mut anti = affinity.pod_anti_affinity.take().unwrap_or_default();
+    anti.required_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new)
+        .push(PodAffinityTerm {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            }),
+            topology_key: HOSTNAME_TOPOLOGY_KEY.to_owned(),
+            ..PodAffinityTerm::default()
+        });
+    affinity.pod_anti_affinity = Some(anti);
+    Some(affinity)
 }
 
 /// The Deployment `<name>-livekit` (with the authorisation service as a sidecar if so placed).
@@ -275,7 +335,8 @@ pub fn deployment(
         // fsGroup is also a supplementary group of a sidecar running under its own uid, so it
         // reads the group-readable Secret files too.
         security_context: Some(pod::pod_security_context(UID)),
-        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        termination_grace_period_seconds: Some(plan.rollout.termination_grace_seconds),
+        image_pull_secrets: pod::image_pull_secrets(v),
         ..PodSpec::default()
     };
     if plan.host_network {
@@ -284,12 +345,9 @@ pub fn deployment(
         spec.dns_policy = Some("ClusterFirstWithHostNet".to_owned());
     }
     pod::apply_scheduling(&mut spec, &plan.scheduling, &selector);
-
-    let (max_surge, max_unavailable) = if plan.binds_node_ports() {
-        (0, 1)
-    } else {
-        (1, 0)
-    };
+    spec.affinity = affinity(plan, &selector);
+    let mut annotations = plan.pod_annotations.clone();
+    annotations.insert(HASH_ANNOTATION.to_owned(), hash.to_owned());
     Deployment {
         metadata: object_meta(v, names::livekit(v.name()), Component::Sfu),
         spec: Some(DeploymentSpec {
@@ -301,17 +359,14 @@ pub fn deployment(
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(max_surge)),
-                    max_unavailable: Some(IntOrString::Int(max_unavailable)),
+                    max_surge: Some(IntOrString::Int(plan.rollout.max_surge)),
+                    max_unavailable: Some(IntOrString::Int(plan.rollout.max_unavailable)),
                 }),
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels::pod(v.name(), Component::Sfu)),
-                    annotations: Some(BTreeMap::from([(
-                        HASH_ANNOTATION.to_owned(),
-                        hash.to_owned(),
-                    )])),
+                    labels: Some(labels::pod_with(v.name(), Component::Sfu, &plan.pod_labels)),
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(spec),
@@ -366,7 +421,11 @@ mod tests {
         let pod = pod_spec(&d);
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.service_account_name.as_deref(), Some("demo-livekit"));
-        assert_eq!(pod.termination_grace_period_seconds, Some(300));
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(30),
+            "no Redis: a short drain"
+        );
         assert_eq!(pod.host_network, None);
         let psc = pod.security_context.as_ref().expect("pod security context");
         assert_eq!(
@@ -533,7 +592,7 @@ livekit:
   managed:
     replicas: 3
     redis: {address: "redis:6379", passwordSecret: {name: redis, key: password}}
-    media: {advertisedIp: {source: PodIP}}
+    media: {advertisedIp: {source: PodIP}, service: {externalTrafficPolicy: Local}}
     turn: {domain: turn.example.com, tls: {port: 443, exposure: HostPort, secretName: turn-cert}}
 "#,
         );
@@ -637,5 +696,178 @@ livekit:
                 .and_then(|a| a.node_affinity.as_ref())
                 .is_some()
         );
+    }
+
+    fn anti_affinity_terms(d: &Deployment) -> Vec<PodAffinityTerm> {
+        pod_spec(d)
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn replicas_behind_node_ports_get_a_node_each() {
+        let d = build(
+            r#"
+livekit:
+  managed:
+    replicas: 2
+    redis: {address: "redis:6379"}
+    media: {service: {externalTrafficPolicy: Local}}
+    scheduling:
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - {weight: 1, podAffinityTerm: {topologyKey: zone, labelSelector: {matchLabels: {a: b}}}}
+"#,
+        );
+        let terms = anti_affinity_terms(&d);
+        assert_eq!(terms.len(), 1, "{terms:?}");
+        assert_eq!(terms[0].topology_key, HOSTNAME_TOPOLOGY_KEY);
+        assert_eq!(
+            terms[0]
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels::selector("demo", Component::Sfu))
+        );
+        // The user's own affinity is kept beside ours.
+        let anti = pod_spec(&d)
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_anti_affinity.clone())
+            .expect("anti-affinity");
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .map(|p| p.len()),
+            Some(1)
+        );
+        assert_eq!(strategy(&d), (IntOrString::Int(0), IntOrString::Int(1)));
+        assert_eq!(pod_spec(&d).termination_grace_period_seconds, Some(3600));
+    }
+
+    #[test]
+    fn a_single_replica_or_node_bound_ports_need_no_anti_affinity() {
+        for patch in [
+            "",
+            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}, media: {hostNetwork: true}}}",
+        ] {
+            assert!(anti_affinity_terms(&build(patch)).is_empty(), "{patch}");
+        }
+    }
+
+    #[test]
+    fn drain_and_rollout_follow_the_spec() {
+        let d = build(
+            "livekit: {managed: {rollout: {terminationGracePeriodSeconds: 18000, maxSurge: 2, maxUnavailable: 1}}}",
+        );
+        assert_eq!(pod_spec(&d).termination_grace_period_seconds, Some(18000));
+        assert_eq!(strategy(&d), (IntOrString::Int(2), IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn operational_fields_are_added_to_the_operators() {
+        let d = build(
+            r#"
+imagePullSecrets: [regcred]
+livekit:
+  managed:
+    podAnnotations: {sidecar.istio.io/inject: "false"}
+    podLabels: {team: rtc}
+    extraEnv: [{name: GODEBUG, value: "madvdontneed=1"}]
+    extraVolumes: [{name: ca, configMap: {name: ca-bundle}}]
+    extraVolumeMounts: [{name: ca, mountPath: /etc/ssl/custom, readOnly: true}]
+    probes:
+      readiness: {periodSeconds: 5, failureThreshold: 6}
+      startup: {failureThreshold: 120}
+"#,
+        );
+        let template = d.spec.as_ref().map(|s| &s.template).expect("template");
+        let meta = template.metadata.as_ref().expect("metadata");
+        let annotations = meta.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations["sidecar.istio.io/inject"], "false");
+        assert_eq!(annotations[HASH_ANNOTATION], "hash-1");
+        let pod_labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(pod_labels["team"], "rtc");
+        for (k, v) in labels::pod("demo", Component::Sfu) {
+            assert_eq!(pod_labels[&k], v);
+        }
+        let pod = pod_spec(&d);
+        assert_eq!(
+            pod.image_pull_secrets
+                .as_ref()
+                .map(|s| s.iter().map(|r| r.name.as_str()).collect::<Vec<_>>()),
+            Some(vec!["regcred"])
+        );
+        assert!(pod.volumes.iter().flatten().any(|v| v.name == "ca"));
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == CONFIG_VOLUME)
+        );
+        let c = livekit_container(&d);
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/etc/ssl/custom")
+        );
+        assert!(c.env.iter().flatten().any(|e| e.name == "GODEBUG"));
+        let readiness = c.readiness_probe.as_ref().expect("readiness");
+        assert_eq!(
+            (
+                readiness.period_seconds,
+                readiness.failure_threshold,
+                readiness.timeout_seconds
+            ),
+            (Some(5), Some(6), Some(1)),
+            "unset timings keep the operator's"
+        );
+        assert!(readiness.http_get.is_some());
+        let startup = c.startup_probe.as_ref().expect("startup");
+        assert_eq!(
+            (startup.period_seconds, startup.failure_threshold),
+            (Some(2), Some(120))
+        );
+        assert_eq!(
+            c.liveness_probe.as_ref().and_then(|p| p.failure_threshold),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn container_port_names_are_unique_in_the_pod() {
+        for patch in [
+            "auth: {placement: Sidecar}",
+            "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 3478}, tls: {port: 443, exposure: LoadBalancer}}}}\nauth: {placement: Sidecar}",
+        ] {
+            let d = build(patch);
+            let names: Vec<String> = pod_spec(&d)
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .filter_map(|p| p.name.clone())
+                .collect();
+            let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+            assert_eq!(unique.len(), names.len(), "{patch}: {names:?}");
+            let auth_probe = pod_spec(&d).containers[1]
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| h.port.clone());
+            assert_eq!(
+                auth_probe,
+                Some(IntOrString::String(
+                    super::super::services::AUTH_HTTP.into()
+                )),
+                "the auth probe names its own port"
+            );
+        }
     }
 }

@@ -103,6 +103,10 @@ fn operator_config(v: &Validated, plan: &ManagedPlan, api_key: &str) -> Value {
         if let Some(udp) = turn.udp {
             t.insert("udp_port".into(), json!(udp.port));
         }
+        // Explicit, because LiveKit's default (30000-40000) overlaps the node port range and the
+        // default media ports.
+        t.insert("relay_range_start".into(), json!(turn.relay_range.0));
+        t.insert("relay_range_end".into(), json!(turn.relay_range.1));
         if let Some(tls) = &turn.tls {
             t.insert("tls_port".into(), json!(turn_tls_container_port(plan, tls)));
             match &tls.secret_name {
@@ -239,7 +243,7 @@ mod tests {
             r#"
 livekit:
   managed:
-    replicas: 2
+    replicas: 1
     redis: {address: "redis:6379", db: 3, passwordSecret: {name: r, key: p}}
     media:
       udp: {range: {start: 31000, end: 31999}}
@@ -261,6 +265,14 @@ livekit:
         );
         assert_eq!(c["turn"]["tls_port"], 5349);
         assert_eq!(c["turn"]["udp_port"], 30004);
+        assert_eq!(
+            (
+                &c["turn"]["relay_range_start"],
+                &c["turn"]["relay_range_end"]
+            ),
+            (&json!(20000), &json!(29999)),
+            "LiveKit's own default (30000-40000) would overlap the node port range"
+        );
         assert_eq!(c["turn"]["cert_file"], "/etc/livekit/turn-tls/tls.crt");
         assert_eq!(c["turn"]["external_tls"], false);
     }

@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn a_sidecar_rolls_with_the_auth_redis_secret() {
         let v = validated(
-            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}}}\nauth: {placement: Sidecar, redis: {urlSecret: {name: auth-redis, key: url}}}",
+            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}, media: {service: {externalTrafficPolicy: Local}}}}\nauth: {placement: Sidecar, redis: {urlSecret: {name: auth-redis, key: url}}}",
         );
         let creds = ApiCredentials::placeholder();
         let base = build_with(&v, &creds);

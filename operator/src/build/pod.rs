@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, KeyToPath, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume,
+    Capabilities, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use sha2::{Digest, Sha256};
 
 use crate::api::Scheduling;
+use crate::validate::Validated;
 
 /// Pod template annotation holding a hash of what the pods read: the LiveKit ConfigMap's content,
 /// generated credentials, and the observed versions (not the content) of the user Secrets they
@@ -115,6 +117,17 @@ pub fn secret_volume(volume: &str, secret: &str, items: &[&str]) -> Volume {
         }),
         ..Volume::default()
     }
+}
+
+/// `imagePullSecrets` of both workloads (`None` when the spec names none).
+pub fn image_pull_secrets(v: &Validated) -> Option<Vec<LocalObjectReference>> {
+    let names = v.image_pull_secrets();
+    (!names.is_empty()).then(|| {
+        names
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    })
 }
 
 /// Copy the user's scheduling into the pod spec. A topology spread constraint without a label

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn a_sidecar_brings_its_secrets_into_the_livekit_pod() {
         let v = validated(
-            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}}}\nauth: {placement: Sidecar, redis: {urlSecret: {name: auth-redis, key: url}}}",
+            "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}, media: {service: {externalTrafficPolicy: Local}}}}\nauth: {placement: Sidecar, redis: {urlSecret: {name: auth-redis, key: url}}}",
         );
         assert_eq!(names(&livekit_pod(&v)), [("auth-redis", Use::AuthRedisUrl)]);
         assert!(auth_pod(&v).is_empty());

@@ -19,6 +19,8 @@ use crate::validate::{AuthPlacement, LiveKitPlan, ManagedPlan, Reach, UdpPlan, V
 
 /// Port names (shared with the container ports; at most 15 characters).
 pub const HTTP: &str = "http";
+/// The authorisation service's container port (distinct from LiveKit's `http` in a shared pod).
+pub const AUTH_HTTP: &str = "auth-http";
 pub const METRICS: &str = "metrics";
 pub const RTC_TCP: &str = "rtc-tcp";
 pub const RTC_UDP: &str = "rtc-udp";

@@ -101,6 +101,7 @@ livekit:
   managed:
     replicas: 2
     redis: {address: 'redis:6379', passwordSecret: {name: redis-pw, key: p}}
+    media: {service: {externalTrafficPolicy: Local}}
     turn: {domain: turn.example.com, tls: {port: 30003, secretName: turn-cert}}
 auth: {replicas: 2, redis: {urlSecret: {name: auth-redis, key: url}}}
 "#;

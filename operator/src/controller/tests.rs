@@ -811,7 +811,7 @@ fn secrets_map_to_the_transports_that_reference_them() {
         make(
             "e",
             NS,
-            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379", "passwordSecret": {"name": "shared", "key": "p"}}}}}),
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379", "passwordSecret": {"name": "shared", "key": "p"}}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}}),
         ),
         make(
             "f",
@@ -872,6 +872,7 @@ async fn a_missing_referenced_secret_is_degraded_and_nothing_is_applied() {
     spec["livekit"] = json!({"managed": {
         "replicas": 2,
         "redis": {"address": "redis:6379", "passwordSecret": {"name": "redis-pw", "key": "password"}},
+        "media": {"service": {"externalTrafficPolicy": "Local"}},
         "turn": {"domain": "turn.example.com", "tls": {"port": 30003, "secretName": "turn-cert"}},
     }});
     h.create(spec);
@@ -941,6 +942,7 @@ async fn changing_a_referenced_secret_rolls_only_the_pods_that_read_it_and_its_c
     spec["livekit"] = json!({"managed": {
         "replicas": 2,
         "redis": {"address": "redis:6379", "passwordSecret": {"name": "redis-pw", "key": "password"}},
+        "media": {"service": {"externalTrafficPolicy": "Local"}},
     }});
     spec["auth"] = json!({"redis": {"urlSecret": {"name": "auth-redis", "key": "url"}}});
     h.create(spec);

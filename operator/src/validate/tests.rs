@@ -221,7 +221,7 @@ fn external_livekit() {
 #[test]
 fn replicas_and_redis() {
     assert_one(
-        "livekit: {managed: {replicas: 2}}",
+        "livekit: {managed: {replicas: 2, media: {hostNetwork: true}}}",
         "spec.livekit.managed.redis",
         "required when replicas > 1",
     );
@@ -375,6 +375,18 @@ fn node_ip_behind_a_load_balancer_is_a_warning() {
     );
     assert_eq!(v.warnings().len(), 1);
     assert!(v.warnings()[0].contains("clients will not reach the load balancer"));
+    // STUN finds the node's egress address, not the load balancer's: the advice says so.
+    let v = ok("livekit: {managed: {media: {udp: {mux: {port: 7882, exposure: LoadBalancer}}}}}");
+    assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
+    assert!(v.warnings()[0].contains("STUN finds (the node's egress IP, not the load balancer's)"));
+    assert!(v.warnings()[0].ends_with("use source Manual with its address"));
+    assert!(!v.warnings()[0].contains("or STUN"));
+    // TURN is found by its domain, so a load-balanced TURN port needs no manual address.
+    assert!(
+        ok("livekit: {managed: {turn: {domain: t.example.com, tls: {port: 443, exposure: LoadBalancer}}}}")
+            .warnings()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -449,7 +461,7 @@ fn auth_placement_and_replicas() {
 
 #[test]
 fn a_sidecar_in_several_livekit_pods_needs_auth_redis() {
-    let two_livekit_pods = "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}}}";
+    let two_livekit_pods = "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}, media: {hostNetwork: true}}}";
     assert_one(
         &format!("{two_livekit_pods}\nauth: {{placement: Sidecar}}"),
         "spec.auth.redis",
@@ -562,7 +574,7 @@ fn credentials_and_ingress() {
 #[test]
 fn every_problem_is_reported_at_once_one_per_line() {
     let err = validate(&cr(
-        "serverName: 'a b'\nhost: 'H'\nlivekit: {managed: {replicas: 3}}\nauth: {replicas: 2}\ncredentials: {secretName: ''}",
+        "serverName: 'a b'\nhost: 'H'\nlivekit: {managed: {replicas: 3, media: {hostNetwork: true}}}\nauth: {replicas: 2}\ncredentials: {secretName: ''}",
     ))
     .expect_err("invalid");
     let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
@@ -588,4 +600,280 @@ fn node_ports_outside_the_default_range_are_a_warning() {
     assert_eq!(v.warnings().len(), 1, "{:?}", v.warnings());
     assert!(ok("").warnings().is_empty());
     assert!(ok("livekit: {managed: {turn: {domain: t.example.com, tls: {port: 443, exposure: LoadBalancer}}}}").warnings().is_empty());
+}
+
+const TWO_REPLICAS: &str = "livekit: {managed: {replicas: 2, redis: {address: 'redis:6379'}";
+
+/// A two-replica managed LiveKit with Redis plus `rest` (the rest of `managed`, without braces).
+fn two_replicas(rest: &str) -> String {
+    if rest.is_empty() {
+        format!("{TWO_REPLICAS}}}}}")
+    } else {
+        format!("{TWO_REPLICAS}, {rest}}}}}")
+    }
+}
+
+#[test]
+fn several_replicas_refuse_a_load_balancer_for_ice() {
+    for media in [
+        "media: {tcp: {port: 7881, exposure: LoadBalancer}, udp: {mux: {port: 7882, exposure: HostPort}}, advertisedIp: {source: HostIP}}",
+        "media: {hostNetwork: false, tcp: {port: 7881, exposure: HostPort}, udp: {range: {start: 40000, end: 40100, exposure: LoadBalancer}}}",
+    ] {
+        assert_one(
+            &two_replicas(media),
+            "spec.livekit.managed.media",
+            "a LoadBalancer cannot carry ICE media for more than one LiveKit replica",
+        );
+    }
+    // One replica behind a load balancer is fine.
+    assert!(
+        problems("livekit: {managed: {media: {tcp: {port: 7881, exposure: LoadBalancer}, advertisedIp: {source: Manual, address: 192.0.2.1}}}}")
+            .is_empty()
+    );
+    // TURN keeps a client on one pod per connection (conntrack) and is found by name: allowed.
+    assert!(
+        problems(&two_replicas(
+            "media: {hostNetwork: true}, turn: {domain: t.example.com, tls: {port: 5350}}"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn several_replicas_behind_node_ports_need_local_traffic_policy() {
+    assert_one(
+        &two_replicas(""),
+        "spec.livekit.managed.media.service.externalTrafficPolicy",
+        "needs media.service.externalTrafficPolicy Local",
+    );
+    assert_one(
+        &two_replicas(
+            "media: {tcp: {port: 30001, exposure: HostPort}, service: {externalTrafficPolicy: Cluster}}",
+        ),
+        "spec.livekit.managed.media.service.externalTrafficPolicy",
+        "kube-proxy hands a client's packets to any pod",
+    );
+    let v = ok(&two_replicas(
+        "media: {service: {externalTrafficPolicy: Local}}",
+    ));
+    let plan = managed(&v);
+    assert!(plan.needs_node_anti_affinity());
+    assert!(!plan.binds_node_ports());
+    assert_eq!(
+        (plan.rollout.max_surge, plan.rollout.max_unavailable),
+        (0, 1),
+        "never two pods on one node, not even during a rollout"
+    );
+    // Ports bound on the node keep pods apart by themselves.
+    for media in [
+        "media: {hostNetwork: true}",
+        "media: {tcp: {port: 30001, exposure: HostPort}, udp: {mux: {port: 30002, exposure: HostPort}}}",
+    ] {
+        let v = ok(&two_replicas(media));
+        assert!(!managed(&v).needs_node_anti_affinity(), "{media}");
+        assert_eq!(managed(&v).rollout.max_surge, 0, "{media}");
+    }
+    // A single replica needs neither.
+    let v = ok("");
+    assert!(!managed(&v).needs_node_anti_affinity());
+    assert_eq!(
+        (
+            managed(&v).rollout.max_surge,
+            managed(&v).rollout.max_unavailable
+        ),
+        (1, 0)
+    );
+}
+
+#[test]
+fn several_replicas_cannot_share_one_manual_address() {
+    assert_one(
+        &two_replicas(
+            "media: {hostNetwork: true, advertisedIp: {source: Manual, address: 192.0.2.1}}",
+        ),
+        "spec.livekit.managed.media.advertisedIp.source",
+        "gives every LiveKit pod the same address",
+    );
+    assert!(
+        problems(&two_replicas(
+            "media: {hostNetwork: true, advertisedIp: {source: PodIP}}"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn drain_and_rollout() {
+    let grace = |patch: &str| managed(&ok(patch)).rollout.termination_grace_seconds;
+    assert_eq!(grace(""), DRAIN_SECONDS_WITHOUT_REDIS);
+    assert_eq!(
+        grace("livekit: {managed: {redis: {address: 'redis:6379'}}}"),
+        DRAIN_SECONDS_WITH_REDIS
+    );
+    assert_eq!(
+        grace("livekit: {managed: {rollout: {terminationGracePeriodSeconds: 18000}}}"),
+        18000
+    );
+    let v = ok("livekit: {managed: {rollout: {maxSurge: 2, maxUnavailable: 1}}}");
+    assert_eq!(
+        (
+            managed(&v).rollout.max_surge,
+            managed(&v).rollout.max_unavailable
+        ),
+        (2, 1)
+    );
+    let v = ok("livekit: {managed: {rollout: {maxSurge: 0}}}");
+    assert_eq!(managed(&v).rollout.max_unavailable, 1);
+    assert_one(
+        "livekit: {managed: {media: {hostNetwork: true}, rollout: {maxSurge: 1}}}",
+        "spec.livekit.managed.rollout.maxSurge",
+        "must be 0: each LiveKit pod needs a node of its own",
+    );
+    assert_one(
+        "livekit: {managed: {rollout: {maxSurge: 0, maxUnavailable: 0}}}",
+        "spec.livekit.managed.rollout",
+        "cannot both be 0",
+    );
+    assert_one(
+        "livekit: {managed: {rollout: {terminationGracePeriodSeconds: 90000}}}",
+        "spec.livekit.managed.rollout.terminationGracePeriodSeconds",
+        "between 0 and 86400",
+    );
+}
+
+#[test]
+fn turn_relay_range() {
+    let v = ok("livekit: {managed: {turn: {domain: t.example.com, udp: {port: 3478}}}}");
+    assert_eq!(
+        managed(&v).turn.as_ref().map(|t| t.relay_range),
+        Some((20000, 29999))
+    );
+    assert_one(
+        "livekit: {managed: {media: {hostNetwork: true, udp: {mux: {port: 7882}}}, turn: {domain: t.example.com, udp: {port: 3478}, relayRange: {start: 30000, end: 40000}}}}",
+        "spec.livekit.managed.turn.relayRange",
+        "the TURN relay range 30000-40000 overlaps the node port range 30000-32767",
+    );
+    // Without hostNetwork the relay ports live in the pod's own network namespace.
+    assert!(
+        problems("livekit: {managed: {turn: {domain: t.example.com, udp: {port: 3478}, relayRange: {start: 30100, end: 30200}}}}")
+            .is_empty()
+    );
+    assert_one(
+        "livekit: {managed: {media: {hostNetwork: true, udp: {range: {start: 25000, end: 25999}}}, turn: {domain: t.example.com, udp: {port: 3478}}}}",
+        "spec.livekit.managed.media",
+        "the TURN relay range 20000-29999 (turn.relayRange) overlaps media.udp.range (25000-25999)",
+    );
+    assert_one(
+        "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 20001}}}}",
+        "spec.livekit.managed.media",
+        "overlaps turn.udp.port (20001-20001)",
+    );
+    assert_one(
+        "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 3478}, relayRange: {start: 21000, end: 20000}}}}",
+        "spec.livekit.managed.turn.relayRange",
+        "range start must not exceed end",
+    );
+}
+
+#[test]
+fn user_config_cannot_choose_the_udp_ports() {
+    for (patch, key) in [
+        (
+            "livekit: {managed: {config: {rtc: {udp_port: 7882}}}}",
+            "udp_port",
+        ),
+        (
+            "livekit: {managed: {config: {rtc: {port_range_start: 50000}}}}",
+            "port_range_start",
+        ),
+        (
+            "livekit: {managed: {media: {udp: {range: {start: 31000, end: 31010}}}, config: {rtc: {udp_port: 7882}}}}",
+            "udp_port",
+        ),
+    ] {
+        assert_one(
+            patch,
+            &format!("spec.livekit.managed.config.rtc.{key}"),
+            "LiveKit prefers a port range over udp_port",
+        );
+    }
+    assert!(
+        problems("livekit: {managed: {config: {rtc: {stun_servers: ['stun.example.com:3478']}}}}")
+            .is_empty()
+    );
+}
+
+#[test]
+fn pod_metadata_adds_to_the_operators() {
+    assert!(
+        problems("livekit: {managed: {podAnnotations: {linkerd.io/inject: disabled}, podLabels: {team: rtc}}}\nauth: {podLabels: {team: rtc}}")
+            .is_empty()
+    );
+    assert_one(
+        "livekit: {managed: {podLabels: {app.kubernetes.io/instance: other}}}",
+        "spec.livekit.managed.podLabels",
+        "app.kubernetes.io/instance is set by the operator",
+    );
+    assert_one(
+        "auth: {podAnnotations: {matrixrtc.dev/config-hash: x}}",
+        "spec.auth.podAnnotations",
+        "matrixrtc.dev/config-hash is set by the operator",
+    );
+    assert_one(
+        "auth: {placement: Sidecar, podAnnotations: {a: b}}",
+        "spec.auth.podAnnotations",
+        "pod metadata come from livekit.managed",
+    );
+}
+
+#[test]
+fn livekit_extras_stay_clear_of_the_operators() {
+    assert!(
+        problems(
+            "livekit: {managed: {extraEnv: [{name: GODEBUG, value: x}], extraVolumes: [{name: ca, configMap: {name: ca}}], extraVolumeMounts: [{name: ca, mountPath: /etc/ssl/custom}]}}"
+        )
+        .is_empty()
+    );
+    assert_one(
+        "livekit: {managed: {extraEnv: [{name: NODE_IP, value: 192.0.2.1}]}}",
+        "spec.livekit.managed.extraEnv[0].name",
+        "NODE_IP would override the operator's LiveKit config",
+    );
+    assert_one(
+        "livekit: {managed: {extraVolumes: [{name: keys, emptyDir: {}}]}}",
+        "spec.livekit.managed.extraVolumes[0].name",
+        "keys is a volume of the operator",
+    );
+    assert_one(
+        "livekit: {managed: {extraVolumes: [{name: ca, emptyDir: {}}], extraVolumeMounts: [{name: other, mountPath: /x}]}}",
+        "spec.livekit.managed.extraVolumeMounts[0].name",
+        "other is not one of extraVolumes",
+    );
+    assert_one(
+        "livekit: {managed: {extraVolumes: [{name: ca, emptyDir: {}}], extraVolumeMounts: [{name: ca, mountPath: /etc/livekit}]}}",
+        "spec.livekit.managed.extraVolumeMounts[0].mountPath",
+        "overlaps a directory the operator mounts",
+    );
+}
+
+#[test]
+fn ingress_controller_follows_the_class_unless_named() {
+    assert_eq!(ok("").ingress_controller(), IngressController::None);
+    assert_eq!(
+        ok("ingress: {className: nginx}").ingress_controller(),
+        IngressController::IngressNginx
+    );
+    assert_eq!(
+        ok("ingress: {className: public, controllerType: ingress-nginx}").ingress_controller(),
+        IngressController::IngressNginx
+    );
+    assert_eq!(
+        ok("ingress: {className: nginx, controllerType: None}").ingress_controller(),
+        IngressController::None
+    );
+    assert_one(
+        "imagePullSecrets: [regcred, '']",
+        "spec.imagePullSecrets[1]",
+        "must not be empty",
+    );
 }
