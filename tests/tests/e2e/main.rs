@@ -153,7 +153,8 @@ async fn every_example(
     }
 
     // Lanes: examples that ask for a common NodePort go into one lane and run in turn; lanes run at once.
-    let mut lanes: Vec<(BTreeSet<i32>, Vec<(std::path::PathBuf, String, String)>)> = Vec::new();
+    type Lane = Vec<(std::path::PathBuf, String, String)>;
+    let mut lanes: Vec<(BTreeSet<i32>, Lane)> = Vec::new();
     for (file, namespace) in files.into_iter().zip(namespaces) {
         let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
         let ports = node_ports(&planned(&example_transport(&text, &namespace)?)?);

@@ -19,13 +19,7 @@ use crate::{ACT, on_cluster, ports, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_port_taken_in_another_namespace_is_reported_without_a_crash_loop() {
-    on_cluster(
-        "node port clash",
-        2,
-        Duration::from_secs(300),
-        |client, namespaces| clash(client, namespaces),
-    )
-    .await;
+    on_cluster("node port clash", 2, Duration::from_secs(300), clash).await;
 }
 
 async fn clash(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {

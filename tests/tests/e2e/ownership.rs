@@ -23,13 +23,7 @@ const FOREIGN: &str = "e2e.matrixrtc.dev/note";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_by_another_manager_is_reverted_only_where_the_operator_owns_the_field() {
-    on_cluster(
-        "field ownership",
-        1,
-        Duration::from_secs(300),
-        |client, namespaces| edits(client, namespaces),
-    )
-    .await;
+    on_cluster("field ownership", 1, Duration::from_secs(300), edits).await;
 }
 
 async fn edits(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
@@ -138,13 +132,7 @@ async fn edits(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_transport_lets_the_garbage_collector_remove_every_child() {
-    on_cluster(
-        "garbage collection",
-        1,
-        Duration::from_secs(300),
-        |client, namespaces| collect(client, namespaces),
-    )
-    .await;
+    on_cluster("garbage collection", 1, Duration::from_secs(300), collect).await;
 }
 
 async fn collect(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
