@@ -73,16 +73,63 @@ else
 fi
 end_phase "Python venv"
 
-# --- Rust tests -------------------------------------------------------------------------------------
 status=0
-start_phase "cargo nextest"
+
+# --- Rust build ---------------------------------------------------------------------------------------
+start_phase "cargo nextest build"
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "cargo-nextest is missing; installing it (slow)"
     cargo install --locked cargo-nextest
 fi
 # This also builds both binaries (each crate has an integration test that runs its binary), with the same
 # features as the tests: a separate `cargo build` would resolve features without the dev-dependencies and
-# compile half the dependency tree a second time. The Python suite below uses those binaries.
+# compile half the dependency tree a second time. The e2e and Python tests use those binaries. Built before
+# the control plane starts, so the compile does not slow its start and it does not idle through the compile.
+if ! cargo nextest run --workspace --locked --no-run; then
+    echo "cargo nextest build failed" >&2
+    status=1
+fi
+end_phase "cargo nextest build"
+
+# --- Kubernetes control plane for the real-cluster tests ------------------------------------------------
+# `../shared/k8s/control-plane` (beside the clone) starts a real kube-apiserver + kube-controller-manager
+# v1.28.0 on loopback. With it, the e2e tests (Rust crate tests/, the chart's in tests/python) run and must
+# pass, and failing to start it is a failure; without it they skip loudly. Its own state dir, so parallel
+# runs do not clash; stopped on every exit.
+CONTROL_PLANE="$ROOT/../shared/k8s/control-plane"
+K8S_STATE_DIR=""
+stop_control_plane() {
+    if [[ -n $K8S_STATE_DIR ]]; then
+        K8S_STATE_DIR="$K8S_STATE_DIR" "$CONTROL_PLANE" down >/dev/null 2>&1 || true
+        rm -rf "$K8S_STATE_DIR"
+        K8S_STATE_DIR=""
+    fi
+}
+trap stop_control_plane EXIT
+if [[ -x $CONTROL_PLANE ]]; then
+    start_phase "control plane"
+    K8S_STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/matrixrtc-k8s.XXXXXX")"
+    if k8s_env="$(K8S_STATE_DIR="$K8S_STATE_DIR" "$CONTROL_PLANE" up)" && [[ $k8s_env == export\ * ]]; then
+        eval "$k8s_env"
+        # The Python chart test prefers this kubectl (v1.28.0, no download).
+        export KUBECTL="$K8S_STATE_DIR/kubectl"
+        echo "KUBECONFIG=$KUBECONFIG"
+    else
+        echo "the Kubernetes control plane did not start (state in $K8S_STATE_DIR):" >&2
+        tail -n 20 "$K8S_STATE_DIR"/*.log >&2 2>/dev/null || true
+        status=1
+        stop_control_plane
+        unset KUBECONFIG
+    fi
+    end_phase "control plane"
+else
+    echo "NOTE: $CONTROL_PLANE not found: the real-cluster tests skip unless KUBECONFIG names a cluster"
+fi
+# The e2e tests run the operator binary that the nextest phase builds (never another build).
+export MATRIXRTC_OPERATOR_BIN="${MATRIXRTC_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/matrixrtc-operator}"
+
+# --- Rust tests -------------------------------------------------------------------------------------
+start_phase "cargo nextest"
 if ! cargo nextest run --workspace --locked --no-fail-fast; then
     echo "cargo nextest failed" >&2
     status=1
@@ -108,8 +155,9 @@ if [[ ! -x $MATRIXRTC_AUTH_BIN ]]; then
     status=1
 else
     pytest_status=0
-    # -rs: say why anything was skipped (the real-cluster tests skip without KUBECONFIG).
-    "$VENV/bin/python" -m pytest tests/python -q -rs || pytest_status=$?
+    # -rs: say why anything was skipped (the real-cluster tests skip without KUBECONFIG); --durations: the
+    # slowest tests, the real-cluster ones among them.
+    "$VENV/bin/python" -m pytest tests/python -q -rs --durations=8 || pytest_status=$?
     if ((pytest_status == 5)); then
         echo "pytest collected no tests: that is a failure here" >&2
         status=1

@@ -8,6 +8,7 @@ examples, is validated against the Kubernetes 1.28 OpenAPI schemas in strict mod
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -945,9 +946,30 @@ def kubectl() -> Kubectl:
     return client
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize("mode", ["cluster-wide", "watched-namespace"])
-def test_e2e_chart_applies_and_the_operator_may_do_its_job(kubectl: Kubectl, mode: str) -> None:
+#: Bound of every wait for the operator or the cluster in the end-to-end tests.
+E2E_WAIT = 90.0
+#: NodePorts of the transports these tests create: in the static band of the default range (30000-30085),
+#: which the API server leaves to explicit requests, and apart from the Rust e2e tests' (30001-30029).
+E2E_NODE_PORTS = {"cluster-wide": (30051, 30052), "watched-namespace": (30053, 30054), "unwatched": (30055, 30056)}
+
+
+def wait_for(what: str, probe: Any, timeout: float = E2E_WAIT, interval: float = 0.5) -> Any:
+    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def chart_installed(kubectl: Kubectl, mode: str) -> Iterator[tuple[Rendered, str, str]]:
+    """The chart applied as `helm install` would (release namespace + a watched one); removed afterwards.
+
+    Yields (rendered chart, release namespace, watched namespace)."""
     suffix = uuid.uuid4().hex[:8]
     namespace = f"mrtc-chart-e2e-{suffix}"
     watched = f"mrtc-chart-e2e-watched-{suffix}"
@@ -963,12 +985,26 @@ def test_e2e_chart_applies_and_the_operator_may_do_its_job(kubectl: Kubectl, mod
     try:
         kubectl("create", "namespace", namespace)
         kubectl("create", "namespace", watched)
+        # Every rendered namespaced object names its namespace (the Roles live in the watched one).
         kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=matrixrtc-chart-e2e",
-                f"--namespace={namespace}", "-f", "-", stdin=manifest)
-        deployment = rendered.deployment()["metadata"]["name"]
-        kubectl("get", "deployment", deployment, f"--namespace={namespace}")
+                "-f", "-", stdin=manifest)
+        kubectl("get", "deployment", rendered.deployment()["metadata"]["name"], f"--namespace={namespace}")
         kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s")
+        yield rendered, namespace, watched
+    finally:
+        for obj in cluster_scoped:
+            kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found", "--wait=false",
+                    check=False)
+        kubectl("delete", "namespace", namespace, watched, "--ignore-not-found", "--wait=false", check=False)
+        if not crd_existed:
+            # Waited for: the next test applies it again, which a terminating CRD refuses.
+            kubectl("delete", "crd", crd_name, "--ignore-not-found", "--timeout=60s", check=False, timeout=90)
 
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["cluster-wide", "watched-namespace"])
+def test_e2e_chart_applies_and_the_operator_may_do_its_job(kubectl: Kubectl, mode: str) -> None:
+    with chart_installed(kubectl, mode) as (rendered, namespace, watched):
         subject = f"system:serviceaccount:{namespace}:{pod_spec(rendered)['serviceAccountName']}"
         denied = [
             (verb, group, resource)
@@ -993,10 +1029,131 @@ def test_e2e_chart_applies_and_the_operator_may_do_its_job(kubectl: Kubectl, mod
             cluster_wide = [(g, r, v) for g, r, v in operator_needs() if v in ("list", "watch")]
             denied = [(v, g, r) for g, r, v in cluster_wide if not kubectl.can_i(subject, v, g, r, None)]
             assert not denied, f"{subject} may not, across namespaces: {denied}"
-    finally:
-        for obj in cluster_scoped:
-            kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"], "--ignore-not-found", "--wait=false",
-                    check=False)
-        kubectl("delete", "namespace", namespace, watched, "--ignore-not-found", "--wait=false", check=False)
-        if not crd_existed:
-            kubectl("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def token_kubeconfig(kubectl: Kubectl, token: str, path: Path) -> Path:
+    """A kubeconfig for the current cluster that authenticates with `token` only."""
+    config = json.loads(kubectl("config", "view", "--minify", "--raw", "-o", "json").stdout)
+    cluster = config["clusters"][0]
+    path.write_text(json.dumps({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "operator"}}],
+        "current-context": "operator",
+    }))
+    return path
+
+
+def e2e_transport(name: str, namespace: str, ports: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{CRD_GROUP}/v1alpha1",
+        "kind": "MatrixRTCTransport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "serverName": "example.com",
+            "host": "rtc.example.com",
+            "livekit": {"managed": {"media": {"tcp": {"port": ports[0]}, "udp": {"mux": {"port": ports[1]}}}}},
+        },
+    }
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any] | None:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def reconciled(kubectl: Kubectl, name: str, namespace: str) -> bool:
+    """The operator wrote a status for the current generation, without Degraded, and the children exist."""
+    cr = get_json(kubectl, CRD_PLURAL, name, f"--namespace={namespace}")
+    if not cr or cr.get("status", {}).get("observedGeneration") != cr["metadata"]["generation"]:
+        return False
+    conditions = {c["type"]: c["status"] for c in cr["status"].get("conditions", [])}
+    if conditions.get("Degraded") != "False" or "Ready" not in conditions:
+        return False
+    return bool(children(kubectl, name, namespace))
+
+
+def children(kubectl: Kubectl, name: str, namespace: str) -> list[str]:
+    """Kind/name of every object the operator labelled as a child of `name`."""
+    listed = get_json(kubectl, "serviceaccounts,secrets,configmaps,services,deployments,ingresses",
+                      "-l", f"app.kubernetes.io/managed-by=matrixrtc-operator,app.kubernetes.io/instance={name}",
+                      f"--namespace={namespace}")
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in (listed or {}).get("items", [])]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["cluster-wide", "watched-namespace"])
+def test_e2e_operator_runs_with_exactly_the_chart_rbac(kubectl: Kubectl, mode: str, tmp_path: Path) -> None:
+    """The operator binary, with the chart's arguments and a token of the chart's ServiceAccount (nothing
+    more), reconciles a transport in a namespace it watches, holds its Lease, reports no RBAC refusal, and in
+    `watchNamespaces` mode leaves other namespaces alone."""
+    binary = cs.operator_binary()
+    if binary is None:
+        pytest.fail("KUBECONFIG is set but there is no operator binary: cargo build -p matrixrtc-operator, "
+                    "or set MATRIXRTC_OPERATOR_BIN")
+    with chart_installed(kubectl, mode) as (rendered, namespace, watched):
+        service_account = pod_spec(rendered)["serviceAccountName"]
+        token = kubectl("create", "token", service_account, f"--namespace={namespace}", "--duration=1h").stdout.strip()
+        assert token
+        port = free_loopback_port()
+        args = [a for a in rendered.operator_args() if not a.startswith("--metrics-address")]
+        args.append(f"--metrics-address=127.0.0.1:{port}")
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "KUBECONFIG": str(token_kubeconfig(kubectl, token, tmp_path / "kubeconfig")),
+            "POD_NAMESPACE": namespace,
+            "POD_NAME": "chart-e2e",
+        }
+        unwatched = f"{watched}-other"
+        if mode == "watched-namespace":
+            kubectl("create", "namespace", unwatched)
+        log = tmp_path / "operator.log"
+        with log.open("w") as sink:
+            operator = subprocess.Popen([str(binary), *args], env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                        stderr=subprocess.STDOUT)
+        try:
+            def running() -> None:
+                assert operator.poll() is None, f"the operator exited ({operator.returncode}):\n{log.read_text()}"
+
+            def ready() -> bool:
+                running()
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+                        connection.sendall(b"GET /readyz HTTP/1.1\r\nHost: e2e\r\nConnection: close\r\n\r\n")
+                        return connection.recv(64).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    return False
+
+            wait_for("the operator's /readyz", ready, timeout=60)
+            ports = E2E_NODE_PORTS[mode]
+            kubectl("apply", "--server-side", "--field-manager=matrixrtc-chart-e2e", "-f", "-",
+                    stdin=json.dumps(e2e_transport("rtc", watched, ports)))
+            if mode == "watched-namespace":
+                kubectl("apply", "--server-side", "--field-manager=matrixrtc-chart-e2e", "-f", "-",
+                        stdin=json.dumps(e2e_transport("rtc", unwatched, E2E_NODE_PORTS["unwatched"])))
+            wait_for(f"the transport in {watched} to be reconciled",
+                     lambda: running() or reconciled(kubectl, "rtc", watched))
+            lease = wait_for("the leader Lease", lambda: get_json(
+                kubectl, "lease", flag_values(args, "--lease-name")[0], f"--namespace={namespace}"))
+            assert lease["spec"]["holderIdentity"].startswith("chart-e2e"), lease["spec"]
+            if mode == "watched-namespace":
+                # Applied before the watched one was reconciled: an operator acting on it had that long.
+                other = get_json(kubectl, CRD_PLURAL, "rtc", f"--namespace={unwatched}")
+                assert other is not None and "status" not in other, other
+                assert not children(kubectl, "rtc", unwatched)
+            running()
+            text = log.read_text()
+            assert "forbidden" not in text.lower(), f"an RBAC refusal in the operator's log:\n{text}"
+        finally:
+            operator.terminate()
+            try:
+                code = operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait(timeout=10)
+                raise AssertionError("the operator did not stop within 30 s of SIGTERM")
+            if mode == "watched-namespace":
+                kubectl("delete", "namespace", unwatched, "--ignore-not-found", "--wait=false", check=False)
+        assert code == 0, f"the operator exited with {code} after SIGTERM:\n{log.read_text()}"

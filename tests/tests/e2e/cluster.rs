@@ -1,20 +1,29 @@
-//! Cluster helpers: bounded polling, a throwaway namespace, CRD installation, YAML documents.
+//! Cluster helpers: bounded polling, a throwaway namespace, CRD installation, YAML documents, a minimal
+//! transport, its children, Events and conditions.
 
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
+use kube::{Client, ResourceExt};
+use matrixrtc_operator::api::MatrixRTCTransport;
+use matrixrtc_operator::apply::ChildKind;
+use matrixrtc_operator::build::labels;
 
 /// Field manager of everything the tests themselves apply (not the operator's).
 pub const TEST_MANAGER: &str = "matrixrtc-e2e";
 
 pub type Failure = String;
 
-/// Poll `probe` every second until it returns `Some`, for at most `timeout`.
+/// Poll `probe` every half second until it returns `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -35,7 +44,7 @@ where
                 timeout.as_secs()
             ));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -166,4 +175,105 @@ pub async fn install_crds(client: &Client, dir: &Path) -> Result<Vec<String>, Fa
         .await?;
     }
     Ok(names)
+}
+
+/// A minimal managed transport with its media on the NodePorts `ports` (TCP, UDP mux).
+pub fn transport(
+    name: &str,
+    namespace: &str,
+    ports: (i32, i32),
+) -> Result<MatrixRTCTransport, Failure> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "matrixrtc.dev/v1alpha1",
+        "kind": "MatrixRTCTransport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "serverName": "example.com",
+            "host": "rtc.example.com",
+            "livekit": {"managed": {"media": {
+                "tcp": {"port": ports.0},
+                "udp": {"mux": {"port": ports.1}},
+            }}},
+        },
+    }))
+    .map_err(|e| format!("test transport: {e}"))
+}
+
+/// Server-side apply `cr` as the test's field manager; returns the stored object.
+pub async fn apply_transport(
+    client: &Client,
+    cr: &MatrixRTCTransport,
+) -> Result<MatrixRTCTransport, Failure> {
+    let namespace = cr.metadata.namespace.as_deref().ok_or("no namespace")?;
+    let name = cr.metadata.name.as_deref().ok_or("no name")?;
+    Api::<MatrixRTCTransport>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(cr),
+        )
+        .await
+        .map_err(|e| format!("applying {namespace}/{name}: {e}"))
+}
+
+/// Every child of transport `name` in `namespace`, found by the operator's labels: "Kind name" -> object.
+pub async fn labelled_children(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, DynamicObject>, Failure> {
+    let selector = format!(
+        "{}={},{}={name}",
+        labels::MANAGED_BY,
+        labels::MANAGER,
+        labels::INSTANCE
+    );
+    let mut found = BTreeMap::new();
+    for kind in ChildKind::ALL {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| format!("listing {kind}s: {e}"))?;
+        for object in list.items {
+            found.insert(format!("{kind} {}", object.name_any()), object);
+        }
+    }
+    Ok(found)
+}
+
+/// The Warning Events (events.k8s.io) about the transport `name` in `namespace`: (reason, note).
+pub async fn warnings_about(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>, Failure> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Events: {e}"))?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("MatrixRTCTransport") && r.name.as_deref() == Some(name)
+            })
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+/// The condition `type_` of the transport, if its status describes the current generation.
+pub fn current_condition<'a>(
+    cr: &'a MatrixRTCTransport,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let status = cr.status.as_ref()?;
+    if status.observed_generation != cr.metadata.generation {
+        return None;
+    }
+    status.conditions.iter().find(|c| c.type_ == type_)
 }

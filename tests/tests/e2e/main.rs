@@ -1,28 +1,38 @@
-//! End-to-end: the operator binary against a real cluster (Kubernetes >= 1.28).
+//! End-to-end: the operator binary against a real cluster (Kubernetes >= 1.28, API server and
+//! controller-manager; `scripts/test.sh` starts one from `../shared/k8s` when it is there).
 //!
-//! Skipped, with a line on stderr, unless `KUBECONFIG` is set. Needs cluster-admin-like rights for the test
-//! itself (CRDs, namespaces) and a built operator (`cargo build -p matrixrtc-operator`, or
-//! `MATRIXRTC_OPERATOR_BIN`). No image has to run: the checks are about the objects the operator writes,
-//! which exist whether or not the LiveKit and auth pods ever start.
+//! Skipped, with a line on stderr, unless `KUBECONFIG` is set. Needs cluster-admin-like rights for the tests
+//! themselves (CRDs, namespaces) and a built operator (`cargo build -p matrixrtc-operator`, or
+//! `MATRIXRTC_OPERATOR_BIN`). No image has to run and no Pod ever does (there may be no kubelet): the checks
+//! are about the objects the operator writes and its status, never readiness.
 //!
-//! In a throwaway namespace: install `crds/` (server-side apply), start `matrixrtc-operator run
-//! --watch-namespace=<ns>`, wait for `/readyz`, then for each example in `examples/`, one at a time (node
-//! ports are cluster-wide, so examples could collide if applied together):
+//! Every test gets throwaway namespaces (deleted afterwards), installs `crds/` (server-side apply) and,
+//! where it needs one, starts its own `matrixrtc-operator run --watch-namespace=...`. NodePorts are
+//! cluster-wide, so each test uses its own fixed ports in the static band of the default range
+//! (30000-30085, which the API server never hands out at random); see [`ports`].
+//!
+//! This file: every example in `examples/` through its life cycle, in its own namespace; examples asking for
+//! the same NodePort run one after the other, the rest side by side:
 //! 1. apply it (with a credentials Secret if it names one);
 //! 2. wait for every child that validate + build (the operator's own pure pipeline) says should exist, and
 //!    check labels, the controller owner reference, the auth service's environment and the status;
 //! 3. edit the spec and see the pod template change (the config hash annotation, or the environment);
 //! 4. delete a child and see it recreated;
-//! 5. check that no child's resourceVersion moves for 15 s (no write in a steady state);
-//! 6. delete the CR and see the children garbage-collected (or, where no garbage collector runs, at least
-//!    owned), then clean up what is left.
+//! 5. check that no child's resourceVersion moves for [`QUIET`] (no write in a steady state);
+//! 6. delete the CR and see the garbage collector remove the children.
 //!
-//! Finally SIGTERM the operator (it must exit cleanly) and delete the namespace. Every wait is bounded.
+//! Finally SIGTERM the operator (it must exit cleanly). Every wait is bounded. The other modules test what
+//! only a real API server shows: CEL rules and their cost ([`cel`]), NodePort allocation across namespaces
+//! ([`node_ports`]), server-side apply field ownership and garbage collection ([`ownership`]).
 
+mod cel;
 mod cluster;
+mod node_ports;
 mod operator;
+mod ownership;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -42,83 +52,224 @@ use serde_json::{Value, json};
 use cluster::{Failure, TEST_MANAGER, TestNamespace, eventually};
 use operator::OperatorProcess;
 
-/// Upper bound of the whole test.
-const TOTAL: Duration = Duration::from_secs(25 * 60);
-/// Upper bound of one wait for the operator to act.
-const ACT: Duration = Duration::from_secs(90);
+/// Upper bound of the examples test.
+const TOTAL: Duration = Duration::from_secs(10 * 60);
+/// Upper bound of one wait for the operator (or the controller-manager) to act.
+pub const ACT: Duration = Duration::from_secs(90);
+/// How long nothing may be written once a transport has settled.
+const QUIET: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_reconciles_every_example_on_a_real_cluster() {
+/// The fixed NodePorts of each test (TCP, UDP mux), apart from each other and from the examples' (30001,
+/// 30002, 30004), so tests can run side by side.
+pub mod ports {
+    pub const NODE_PORT_CLASH: (i32, i32) = (30011, 30012);
+    pub const OWNERSHIP: (i32, i32) = (30013, 30014);
+    pub const GARBAGE_COLLECTION: (i32, i32) = (30015, 30016);
+}
+
+/// Run `scenario` against the cluster of `KUBECONFIG` in `count` fresh namespaces, with the CRDs installed,
+/// bounded by `limit`; the namespaces are deleted afterwards and a failure panics with its message. Without
+/// `KUBECONFIG`, print a SKIPPED line and return.
+pub async fn on_cluster<F, Fut>(test: &str, count: usize, limit: Duration, scenario: F)
+where
+    F: FnOnce(Client, Vec<String>) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
     if std::env::var_os("KUBECONFIG").is_none() {
         // Straight to the process's stderr: `eprintln!` would be swallowed by the test harness's capture.
         use std::io::Write as _;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: KUBECONFIG not set; the end-to-end tests need a real Kubernetes (>= 1.28) cluster \
-             and a built operator (cargo build -p matrixrtc-operator)"
+            "SKIPPED {test}: KUBECONFIG not set; the end-to-end tests need a real Kubernetes (>= 1.28) \
+             cluster and a built operator (cargo build -p matrixrtc-operator)"
         );
         return;
     }
+    let started = std::time::Instant::now();
     let client = Client::try_default()
         .await
         .expect("a client from KUBECONFIG");
-    let namespace = TestNamespace::create(&client)
-        .await
-        .expect("test namespace");
-    eprintln!("e2e namespace: {}", namespace.name);
-    let outcome = tokio::time::timeout(TOTAL, scenario(&client, &namespace.name)).await;
-    let cleanup = namespace.delete().await;
+    let mut namespaces = Vec::new();
+    for _ in 0..count {
+        namespaces.push(
+            TestNamespace::create(&client)
+                .await
+                .expect("test namespace"),
+        );
+    }
+    let names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
+    eprintln!("{test}: namespaces {names:?}");
+    let outcome = tokio::time::timeout(limit, async {
+        let crds = cluster::install_crds(&client, &operator::workspace_root().join("crds")).await?;
+        eprintln!("{test}: installed CRDs {crds:?}");
+        scenario(client.clone(), names).await
+    })
+    .await;
+    eprintln!(
+        "{test}: scenario took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Side by side: each deletion waits for the namespace controller to empty the namespace.
+    let mut deleting = tokio::task::JoinSet::new();
+    for namespace in namespaces {
+        deleting.spawn(namespace.delete());
+    }
+    let mut cleanup = Ok(());
+    while let Some(deleted) = deleting.join_next().await {
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => cleanup = Err(error),
+            Err(error) => cleanup = Err(format!("deleting a namespace panicked: {error}")),
+        }
+    }
     match outcome {
-        Err(_) => panic!("the end-to-end test exceeded {} s", TOTAL.as_secs()),
+        Err(_) => panic!("{test} exceeded {} s", limit.as_secs()),
         Ok(Err(failure)) => panic!("{failure}"),
         Ok(Ok(())) => {}
     }
-    cleanup.expect("namespace cleaned up");
+    cleanup.expect("namespaces cleaned up");
 }
 
-async fn scenario(client: &Client, namespace: &str) -> Result<(), Failure> {
-    let root = operator::workspace_root();
-    let crds = cluster::install_crds(client, &root.join("crds")).await?;
-    eprintln!("installed CRDs: {crds:?}");
-    let mut process = OperatorProcess::start(namespace).await?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_reconciles_every_example_on_a_real_cluster() {
+    let files = cluster::yaml_files(&operator::workspace_root().join("examples"))
+        .expect("the examples directory");
+    assert!(!files.is_empty(), "no example in examples/");
+    on_cluster("examples", files.len(), TOTAL, |client, namespaces| {
+        every_example(client, namespaces, files)
+    })
+    .await;
+}
+
+async fn every_example(
+    client: Client,
+    namespaces: Vec<String>,
+    files: Vec<std::path::PathBuf>,
+) -> Result<(), Failure> {
+    let mut process = OperatorProcess::start(&namespaces).await?;
     let (code, metrics) = operator::http_get(process.metrics, "/metrics").await?;
     if code != 200 || !metrics.contains("matrixrtc_operator_reconciles_total") {
         return Err(format!("/metrics answered {code}: {metrics:.200}"));
     }
 
-    let examples = cluster::yaml_files(&root.join("examples"))?;
-    if examples.is_empty() {
-        return Err("no example in examples/".into());
-    }
-    for file in examples {
-        eprintln!("example {}", file.display());
+    // Lanes: examples that ask for a common NodePort go into one lane and run in turn; lanes run at once.
+    type Lane = Vec<(std::path::PathBuf, String, String)>;
+    let mut lanes: Vec<(BTreeSet<i32>, Lane)> = Vec::new();
+    for (file, namespace) in files.into_iter().zip(namespaces) {
         let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
-        let result = example(client, namespace, &text).await;
-        if let Err(failure) = result {
-            return Err(format!(
-                "{}: {failure}\n--- operator log (tail) ---\n{}",
-                file.display(),
-                process.log_tail()
-            ));
+        let ports = node_ports(&planned(&example_transport(&text, &namespace)?)?);
+        match lanes
+            .iter_mut()
+            .find(|(taken, _)| !taken.is_disjoint(&ports))
+        {
+            Some((taken, lane)) => {
+                taken.extend(ports);
+                lane.push((file, namespace, text));
+            }
+            None => lanes.push((ports, vec![(file, namespace, text)])),
         }
-        if !process.alive() {
-            return Err(format!("the operator died; log:\n{}", process.log_tail()));
+    }
+    let mut running = tokio::task::JoinSet::new();
+    for (_, lane) in lanes {
+        let client = client.clone();
+        running.spawn(async move {
+            for (file, namespace, text) in lane {
+                let started = std::time::Instant::now();
+                example(&client, &namespace, &text)
+                    .await
+                    .map_err(|failure| format!("{}: {failure}", file.display()))?;
+                eprintln!(
+                    "example {} passed in {:.1} s",
+                    file.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok::<(), Failure>(())
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => failures.push(failure),
+            Err(error) => failures.push(format!("an example lane panicked: {error}")),
         }
+    }
+    if !failures.is_empty() {
+        return Err(format!(
+            "{}\n--- operator log (tail) ---\n{}",
+            failures.join("\n"),
+            process.log_tail()
+        ));
+    }
+    if !process.alive() {
+        return Err(format!("the operator died; log:\n{}", process.log_tail()));
     }
     process.terminate().await
 }
 
+/// The example's MatrixRTCTransport, moved into `namespace`.
+fn example_transport(text: &str, namespace: &str) -> Result<MatrixRTCTransport, Failure> {
+    let mut found = None;
+    for mut document in cluster::documents(text)? {
+        if document["kind"].as_str() == Some("MatrixRTCTransport") {
+            document["metadata"]["namespace"] = json!(namespace);
+            found = Some(serde_json::from_value(document).map_err(|e| format!("example CR: {e}"))?);
+        }
+    }
+    found.ok_or_else(|| "the example has no MatrixRTCTransport".to_owned())
+}
+
+/// What the operator should create for `cr`, by its own pure pipeline (placeholder Secret versions: the
+/// pod hashes are not compared with the live ones).
+pub fn planned(cr: &MatrixRTCTransport) -> Result<build::Children, Failure> {
+    let mut probe = cr.clone();
+    probe
+        .metadata
+        .uid
+        .get_or_insert_with(|| "e2e-probe".to_owned());
+    let validated =
+        validate::validate(&probe).map_err(|e| format!("the transport is invalid: {e}"))?;
+    let mut secrets = SecretVersions::default();
+    for reference in secret_refs::all(&validated) {
+        secrets.insert(
+            &reference.name,
+            SecretVersion {
+                uid: "e2e".into(),
+                resource_version: "0".into(),
+            },
+        );
+    }
+    build::build(
+        &validated,
+        &BuildInput {
+            defaults: &OperatorDefaults::default(),
+            credentials: &ApiCredentials::placeholder(),
+            secrets: &secrets,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The fixed node ports the children's Services ask for.
+fn node_ports(children: &build::Children) -> BTreeSet<i32> {
+    children
+        .iter()
+        .filter_map(|child| match child {
+            Child::Service(service) => service.spec.as_ref(),
+            _ => None,
+        })
+        .flat_map(|spec| spec.ports.iter().flatten())
+        .filter_map(|port| port.node_port)
+        .collect()
+}
+
 /// One example through the whole life cycle.
 async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Failure> {
-    let mut transport = None;
     for mut document in cluster::documents(text)? {
         document["metadata"]["namespace"] = json!(namespace);
         match document["kind"].as_str() {
-            Some("MatrixRTCTransport") => {
-                let cr: MatrixRTCTransport =
-                    serde_json::from_value(document).map_err(|e| format!("example CR: {e}"))?;
-                transport = Some(cr);
-            }
+            Some("MatrixRTCTransport") => {}
             Some("Secret") => {
                 let secret: Secret =
                     serde_json::from_value(document).map_err(|e| format!("example Secret: {e}"))?;
@@ -127,7 +278,7 @@ async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Fai
             other => return Err(format!("unsupported kind {other:?} in an example")),
         }
     }
-    let cr = transport.ok_or("the example has no MatrixRTCTransport")?;
+    let cr = example_transport(text, namespace)?;
     if let Some(credentials) = &cr.spec.credentials {
         ensure_credentials_secret(client, namespace, credentials).await?;
     }
@@ -143,30 +294,7 @@ async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Fai
     .map_err(|e| format!("applying {name}: {e}"))?;
     let live = api.get(&name).await.map_err(|e| e.to_string())?;
     let uid = live.uid().ok_or("no uid")?;
-
-    // What the operator should create, by its own pure pipeline.
-    let validated =
-        validate::validate(&live).map_err(|e| format!("the example is invalid: {e}"))?;
-    // Placeholder versions: the expected pod hashes are not compared with the live ones.
-    let mut secrets = SecretVersions::default();
-    for reference in secret_refs::all(&validated) {
-        secrets.insert(
-            &reference.name,
-            SecretVersion {
-                uid: "e2e".into(),
-                resource_version: "0".into(),
-            },
-        );
-    }
-    let expected = build::build(
-        &validated,
-        &BuildInput {
-            defaults: &OperatorDefaults::default(),
-            credentials: &ApiCredentials::placeholder(),
-            secrets: &secrets,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let expected = planned(&live)?;
 
     let children = wait_for_children(client, namespace, &expected).await?;
     for (child, object) in expected.iter().zip(&children) {
@@ -175,7 +303,7 @@ async fn example(client: &Client, namespace: &str, text: &str) -> Result<(), Fai
     check_auth_env(client, namespace, &expected).await?;
     let ready_generation = wait_for_status(&api, &name).await?;
     eprintln!(
-        "  {} children, status observed generation {ready_generation}",
+        "  {namespace}: {} children, status observed generation {ready_generation}",
         children.len()
     );
 
@@ -486,11 +614,12 @@ async fn recreate(
     .await
 }
 
-/// Once settled, nothing the operator owns (nor the CR) is written for 15 s.
+/// Once settled, nothing the operator owns (nor the CR) is written for [`QUIET`].
 ///
-/// "Settled" first: pods that become ready (or not) change their Deployment's status, and the operator then
-/// rightly updates the CR's status; so wait (bounded) until two snapshots 5 s apart agree. A hot loop never
-/// settles and fails here too.
+/// "Settled" first: the controller-manager writes the Deployments' status (and a kubelet would make pods
+/// ready), and the operator then rightly updates the CR's status; so wait (bounded) until two snapshots 3 s
+/// apart agree. A hot loop never settles and fails here too; a retry with back-off (5 s first) falls in
+/// the quiet window.
 async fn steady(
     client: &Client,
     namespace: &str,
@@ -527,7 +656,7 @@ async fn steady(
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut previous = snapshot().await?;
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let current = snapshot().await?;
         let changed = moved(&previous, &current);
         if changed.is_empty() {
@@ -542,7 +671,7 @@ async fn steady(
     }
 
     let before = snapshot().await?;
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    tokio::time::sleep(QUIET).await;
     let changed = moved(&before, &snapshot().await?);
     if changed.is_empty() {
         Ok(())
@@ -551,7 +680,7 @@ async fn steady(
     }
 }
 
-/// Delete the CR; the children go with it (garbage collection), or at least are owned so they would.
+/// Delete the CR; the garbage collector (kube-controller-manager) deletes the children it owned.
 async fn delete(
     client: &Client,
     namespace: &str,
@@ -562,7 +691,7 @@ async fn delete(
     api.delete(name, &DeleteParams::background())
         .await
         .map_err(|e| format!("deleting {name}: {e}"))?;
-    let collected = eventually("children to be garbage-collected", ACT, || async {
+    eventually("children to be garbage-collected", ACT, || async {
         for child in expected.iter() {
             if dynamic_api(client, namespace, child)
                 .get_opt(child.name())
@@ -575,18 +704,5 @@ async fn delete(
         }
         Some(())
     })
-    .await;
-    if collected.is_err() {
-        // Ownership was checked above; an API server without a controller manager collects nothing.
-        eprintln!(
-            "NOTE: children of {name} were not garbage-collected within {} s; deleting them",
-            ACT.as_secs()
-        );
-        for child in expected.iter() {
-            let _ = dynamic_api(client, namespace, child)
-                .delete(child.name(), &DeleteParams::background())
-                .await;
-        }
-    }
-    Ok(())
+    .await
 }

@@ -39,21 +39,27 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Start `matrixrtc-operator run` watching `namespace`; its log goes to `target/e2e-<namespace>.log`.
-    pub async fn start(namespace: &str) -> Result<Self, Failure> {
+    /// Start `matrixrtc-operator run` watching `namespaces`; its log goes to `target/e2e-<first>.log`.
+    pub async fn start(namespaces: &[String]) -> Result<Self, Failure> {
         let binary = binary()?;
         let metrics = free_loopback_port()?;
-        let log = workspace_root().join(format!("target/e2e-{namespace}.log"));
+        let first = namespaces.first().ok_or("no namespace to watch")?;
+        let log = workspace_root().join(format!("target/e2e-{first}.log"));
         let file =
             std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let stderr = file.try_clone().map_err(|e| e.to_string())?;
+        let mut args = vec![
+            "run".to_owned(),
+            format!("--metrics-address={metrics}"),
+            "--log-level=info,matrixrtc_operator=debug".to_owned(),
+        ];
+        args.extend(
+            namespaces
+                .iter()
+                .map(|ns| format!("--watch-namespace={ns}")),
+        );
         let child = Command::new(&binary)
-            .args([
-                "run",
-                &format!("--watch-namespace={namespace}"),
-                &format!("--metrics-address={metrics}"),
-                "--log-level=info,matrixrtc_operator=debug",
-            ])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(stderr))
