@@ -7,8 +7,6 @@
 //! hundred take about a second. The generator is seeded, so every run (and CI) sees the same cases; a
 //! failure prints the shrunk input.
 
-use std::future::Future;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::header::AUTHORIZATION;
@@ -79,10 +77,6 @@ fn check<S: Strategy>(
     if let Err(failure) = runner(cases).run(&strategy, test) {
         panic!("{failure}");
     }
-}
-
-fn block_on<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
-    runtime.block_on(future)
 }
 
 /// The answer a token endpoint owes any client input: never 5xx; a success body, or a Matrix error
@@ -304,7 +298,7 @@ fn arbitrary_bytes_get_a_matrix_error() {
         300,
         (endpoint(), vec(any::<u8>(), 0..512)),
         |(endpoint, body)| {
-            let answer = block_on(&runtime, harness.send(post(endpoint, body)));
+            let answer = runtime.block_on(harness.send(post(endpoint, body)));
             assert_client_answer(&answer)
         },
     );
@@ -317,10 +311,7 @@ fn arbitrary_json_gets_a_matrix_error_or_a_token() {
         300,
         (endpoint(), json_value(), mangle()),
         |(endpoint, body, mangle)| {
-            let answer = block_on(
-                &runtime,
-                harness.send(post(endpoint, render(&body, &mangle))),
-            );
+            let answer = runtime.block_on(harness.send(post(endpoint, render(&body, &mangle))));
             assert_client_answer(&answer)
         },
     );
@@ -336,10 +327,7 @@ fn edited_valid_bodies_get_a_matrix_error_or_a_token() {
         for edit in &edits {
             apply(&mut body, edit);
         }
-        let answer = block_on(
-            &runtime,
-            harness.send(post(endpoint, render(&body, &mangle))),
-        );
+        let answer = runtime.block_on(harness.send(post(endpoint, render(&body, &mangle))));
         assert_client_answer(&answer)
     });
 }
@@ -382,7 +370,7 @@ fn edge_bodies_get_a_matrix_error_or_a_token() {
         }
         for body in bodies {
             let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
-            let answer = block_on(&runtime, harness.send(post(endpoint, body)));
+            let answer = runtime.block_on(harness.send(post(endpoint, body)));
             if let Err(failure) = assert_client_answer(&answer) {
                 panic!("{endpoint} {shown}…: {failure}");
             }
@@ -537,7 +525,7 @@ fn any_webhook_gets_an_empty_200() {
     check(400, (auth(), webhook_body()), |(auth, body)| {
         let authorization = authorization(&auth, &body);
         let request = webhook(authorization.as_deref(), body);
-        let answer = block_on(&runtime, harness.send(request));
+        let answer = runtime.block_on(harness.send(request));
         assert_empty_ok(&answer)
     });
 }
@@ -568,10 +556,7 @@ fn only_signed_webhooks_pass_verification() {
     check(200, (forged, webhook_body()), |(auth, body)| {
         let before = rejected();
         let authorization = authorization(&auth, &body);
-        let answer = block_on(
-            &runtime,
-            harness.send(webhook(authorization.as_deref(), body)),
-        );
+        let answer = runtime.block_on(harness.send(webhook(authorization.as_deref(), body)));
         assert_empty_ok(&answer)?;
         prop_assert_eq!(rejected(), before + 1, "{:?} passed verification", auth);
         Ok(())
