@@ -22,6 +22,7 @@ use tracing::level_filters::LevelFilter;
 use crate::contract::{self, FULL_ACCESS_WILDCARD, INSECURE_SKIP_VERIFY_TLS_VALUE, env};
 use crate::livekit::keys::{KeySet, KeysError};
 use crate::livekit::twirp::http_base;
+use crate::matrix::server_name::ServerName;
 use crate::outbound::OutboundSettings;
 use crate::telemetry::LogFormat;
 
@@ -66,6 +67,13 @@ pub enum ConfigError {
     RateLimit { var: &'static str, value: String },
     #[error("LIVEKIT_API_URL must be an http://, https://, ws:// or wss:// URL with a host, got {}", go_quote(.0))]
     LiveKitApiUrl(String),
+    // --- LIVEKIT_TRUSTED_HOMESERVERS ---
+    #[error(
+        "LIVEKIT_TRUSTED_HOMESERVERS must name homeservers: \"*\" would exempt every homeserver from the SSRF guard"
+    )]
+    TrustedWildcard,
+    #[error("LIVEKIT_TRUSTED_HOMESERVERS must be Matrix server names (host or host:port, such as example.com or matrix.example.com:8448) separated by commas, got {}", go_quote(.0))]
+    TrustedHomeserver(String),
 }
 
 /// Which homeservers' users may create rooms and delegate (§3.1).
@@ -77,15 +85,18 @@ pub enum FullAccess {
     Only(Vec<String>),
 }
 
+/// The entries of a list of server names as the reference splits `LIVEKIT_FULL_ACCESS_HOMESERVERS`:
+/// commas become whitespace, then split on whitespace.
+fn server_name_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+}
+
 impl FullAccess {
-    /// Parses the variable as the reference does: commas become whitespace, then split on whitespace;
-    /// `*` is a wildcard only as the sole entry.
+    /// Parses the variable as the reference does (see [`server_name_list`]); `*` is a wildcard only as
+    /// the sole entry.
     pub fn parse(raw: &str) -> Self {
-        let entries: Vec<String> = raw
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let entries: Vec<String> = server_name_list(raw).map(str::to_owned).collect();
         if entries.len() == 1 && entries[0] == FULL_ACCESS_WILDCARD {
             Self::Everyone
         } else {
@@ -218,6 +229,9 @@ pub struct Config {
     /// The API keys; the first signs.
     pub keys: KeySet,
     pub full_access: FullAccess,
+    /// `LIVEKIT_TRUSTED_HOMESERVERS`: homeservers trusted by the SSRF guard besides those named in
+    /// `full_access` (see [`Config::ssrf_trusted`]).
+    pub trusted_homeservers: Vec<String>,
     pub bind: BindAddress,
     pub outbound: OutboundSettings,
     /// Zero disables the phase-2 participant check.
@@ -354,11 +368,16 @@ impl Config {
         let rate_limit_per_homeserver = rate_limit(env::LIVEKIT_RATE_LIMIT_PER_HOMESERVER)?;
         let trusted_proxies = cidrs(&env, env::LIVEKIT_TRUSTED_PROXIES)?;
 
+        // --- LIVEKIT_TRUSTED_HOMESERVERS ---
+        let trusted_homeservers =
+            trusted_homeservers(&env.get_or_empty(env::LIVEKIT_TRUSTED_HOMESERVERS))?;
+
         Ok(Self {
             livekit_url,
             livekit_api_url,
             keys,
             full_access,
+            trusted_homeservers,
             bind,
             outbound,
             sanity_check_interval,
@@ -372,6 +391,44 @@ impl Config {
             notices,
         })
     }
+}
+
+impl Config {
+    /// The homeservers the SSRF guard trusts (the service reaches them wherever they resolve, as it does
+    /// LiveKit): those named in `LIVEKIT_FULL_ACCESS_HOMESERVERS`, never through `*`, and those in
+    /// `LIVEKIT_TRUSTED_HOMESERVERS`. Given as a named full-access list because that is the form in
+    /// which the outbound clients take trust ([`FullAccess::names`]).
+    pub fn ssrf_trusted(&self) -> FullAccess {
+        let named = match &self.full_access {
+            FullAccess::Everyone => &[][..],
+            FullAccess::Only(list) => &list[..],
+        };
+        let mut trusted = named.to_vec();
+        trusted.extend(
+            self.trusted_homeservers
+                .iter()
+                .filter(|name| !named.contains(name))
+                .cloned(),
+        );
+        FullAccess::Only(trusted)
+    }
+}
+
+/// `LIVEKIT_TRUSTED_HOMESERVERS`: split like the full-access list and matched the same way (exactly,
+/// case-sensitively, against `matrix_server_name`). Each entry must be a server name, so that a URL or
+/// a pattern fails at startup instead of silently never matching; `*` is refused outright.
+fn trusted_homeservers(raw: &str) -> Result<Vec<String>, ConfigError> {
+    server_name_list(raw)
+        .map(|entry| {
+            if entry == FULL_ACCESS_WILDCARD {
+                Err(ConfigError::TrustedWildcard)
+            } else if ServerName::parse(entry).is_err() {
+                Err(ConfigError::TrustedHomeserver(entry.to_owned()))
+            } else {
+                Ok(entry.to_owned())
+            }
+        })
+        .collect()
 }
 
 /// Only the listen address, for the healthcheck mode, which must not need the rest of the configuration.
@@ -1114,5 +1171,90 @@ mod tests {
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(go_quote("\t\n\u{1}\u{7f}é"), "\"\\t\\n\\x01\\x7fé\"");
         assert_eq!(go_quote(""), "\"\"");
+    }
+
+    // --- LIVEKIT_TRUSTED_HOMESERVERS ---
+
+    fn ssrf_trusted(extra: &[(&str, &str)]) -> FullAccess {
+        parse(&env_with(extra)).unwrap().ssrf_trusted()
+    }
+
+    #[test]
+    fn trusted_homeservers_join_the_named_full_access_servers() {
+        assert!(
+            parse(&env_with(&[]))
+                .unwrap()
+                .trusted_homeservers
+                .is_empty()
+        );
+        let only = |names: &[&str]| FullAccess::Only(names.iter().map(|&n| n.to_owned()).collect());
+        assert_eq!(ssrf_trusted(&[]), only(&["example.com"]));
+        // The wildcard trusts no one; the trusted list is what the operator adds to it.
+        let wildcard = (env::LIVEKIT_FULL_ACCESS_HOMESERVERS, "*");
+        assert_eq!(ssrf_trusted(&[wildcard]), only(&[]));
+        let trusted = (
+            env::LIVEKIT_TRUSTED_HOMESERVERS,
+            " example.com,matrix.example.org:8448\t[::1]:8448 ,, 10.0.0.1 ",
+        );
+        let config = parse(&env_with(&[wildcard, trusted])).unwrap();
+        assert_eq!(config.full_access, FullAccess::Everyone);
+        assert_eq!(
+            config.trusted_homeservers,
+            [
+                "example.com",
+                "matrix.example.org:8448",
+                "[::1]:8448",
+                "10.0.0.1"
+            ]
+        );
+        let trust = config.ssrf_trusted();
+        assert!(trust.names("example.com"));
+        assert!(trust.names("[::1]:8448"));
+        // Exact matching, as for the full-access list.
+        assert!(!trust.names("Example.com"));
+        assert!(!trust.names("example.com:443"));
+        assert!(!trust.names("other.example.com"));
+        // With a named list, names in both appear once.
+        assert_eq!(
+            ssrf_trusted(&[trusted]),
+            only(&[
+                "example.com",
+                "matrix.example.org:8448",
+                "[::1]:8448",
+                "10.0.0.1"
+            ])
+        );
+        // Separators alone trust nothing more.
+        assert_eq!(
+            ssrf_trusted(&[wildcard, (env::LIVEKIT_TRUSTED_HOMESERVERS, " , ")]),
+            only(&[])
+        );
+    }
+
+    #[test]
+    fn trusted_homeservers_must_be_server_names() {
+        for bad in ["*", "example.com,*"] {
+            assert_eq!(
+                error_text(&[(env::LIVEKIT_TRUSTED_HOMESERVERS, bad)]),
+                "LIVEKIT_TRUSTED_HOMESERVERS must name homeservers: \"*\" would exempt every homeserver from the SSRF guard",
+                "{bad:?}"
+            );
+        }
+        for (value, entry) in [
+            ("https://example.com", "https://example.com"),
+            ("example.com,matrix.example.com:0", "matrix.example.com:0"),
+            ("@alice:example.com", "@alice:example.com"),
+            ("[::1", "[::1"),
+            ("*.example.com", "*.example.com"),
+        ] {
+            assert_eq!(
+                error_text(&[(env::LIVEKIT_TRUSTED_HOMESERVERS, value)]),
+                format!(
+                    "LIVEKIT_TRUSTED_HOMESERVERS must be Matrix server names (host or host:port, such as example.com or matrix.example.com:8448) separated by commas, got {}",
+                    go_quote(entry)
+                ),
+                "{value:?}"
+            );
+        }
     }
 }

@@ -62,6 +62,12 @@ pub mod env {
     pub const LIVEKIT_RATE_LIMIT_PER_HOMESERVER: &str = "LIVEKIT_RATE_LIMIT_PER_HOMESERVER";
     /// CIDR ranges of reverse proxies whose `X-Forwarded-For` names the client for per-IP limits.
     pub const LIVEKIT_TRUSTED_PROXIES: &str = "LIVEKIT_TRUSTED_PROXIES";
+
+    /// Comma-separated server names that the SSRF guard trusts like homeservers named in
+    /// `LIVEKIT_FULL_ACCESS_HOMESERVERS` (exact match). The operator sets it to the resource's own
+    /// `spec.serverName`, so that the deployment's homeserver stays reachable at a private address when
+    /// the full-access list is `*`.
+    pub const LIVEKIT_TRUSTED_HOMESERVERS: &str = "LIVEKIT_TRUSTED_HOMESERVERS";
 }
 
 /// The one value of [`env::LIVEKIT_INSECURE_SKIP_VERIFY_TLS`] that disables verification.

@@ -101,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
 
 /// Builds the state and binds; everything that can fail at startup happens here.
 async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerError> {
+    let ssrf_trusted = config.ssrf_trusted();
     let metrics = Arc::new(Metrics::new());
     let outbound = Arc::new(Outbound::new(&config.outbound)?);
     let openid = OpenIdVerifier::with_outbound(Arc::clone(&outbound), Arc::clone(&metrics))?;
@@ -115,7 +116,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         &outbound,
         Arc::new(Guard::new(config.outbound.allowed_ranges.clone())),
         Arc::clone(&metrics),
-        config.full_access.clone(),
+        ssrf_trusted.clone(),
     )
     .map_err(OutboundError::from)?;
     let client_api = Arc::new(ClientApi::new(
@@ -146,6 +147,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         bind = %config.bind,
         listening = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         full_access = %describe(&config.full_access),
+        ssrf_trusted = %describe(&ssrf_trusted),
         skip_tls_verify = config.outbound.skip_tls_verify,
         sanity_check_interval_seconds = config.sanity_check_interval.as_secs(),
         "starting service"
@@ -156,6 +158,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         rooms,
         keys,
         full_access: config.full_access,
+        ssrf_trusted,
         limits: RateLimits::new(
             config.rate_limit_per_ip,
             config.rate_limit_per_homeserver,

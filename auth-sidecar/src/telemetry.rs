@@ -140,6 +140,8 @@ pub enum RateLimitKind {
     PerIp,
     /// `LIVEKIT_RATE_LIMIT_PER_HOMESERVER`.
     PerHomeserver,
+    /// The same rate, over a client's failed OpenID verifications.
+    FailedVerifications,
 }
 
 /// A hit/miss pair of counters resolved once.
@@ -175,6 +177,7 @@ pub struct Metrics {
     create_room_failures: Counter,
     rate_limited_ip: Counter,
     rate_limited_homeserver: Counter,
+    rate_limited_failures: Counter,
     delegation_jobs: Family<StateLabel, Gauge>,
     delegation_jobs_ended: Family<StateLabel, Counter>,
     delayed_event_calls: Family<CallLabels, Counter>,
@@ -298,6 +301,9 @@ impl Metrics {
             rate_limited_homeserver: rate_limited.get_or_create_owned(&LimitLabel {
                 limit: "homeserver",
             }),
+            rate_limited_failures: rate_limited.get_or_create_owned(&LimitLabel {
+                limit: "failed_verification",
+            }),
             registry,
         }
     }
@@ -344,6 +350,7 @@ impl Metrics {
         match kind {
             RateLimitKind::PerIp => &self.rate_limited_ip,
             RateLimitKind::PerHomeserver => &self.rate_limited_homeserver,
+            RateLimitKind::FailedVerifications => &self.rate_limited_failures,
         }
         .inc();
     }

@@ -12,7 +12,7 @@ use axum::response::Response;
 use super::error::MatrixError;
 use super::issue;
 use super::request::{self, GetTokenBody, MISSING_DELAY_PAIR, MISSING_ROOM_OR_SLOT, OpenId};
-use super::{AppState, admit, answer};
+use super::{Admitted, AppState, admit, answer};
 use crate::contract::path;
 use crate::delegation::{AddJobError, JobKey, JobParams};
 use crate::livekit::grant::{participant_identity, room_alias};
@@ -29,10 +29,10 @@ pub const INVALID_DELAY_TIMEOUT: &str = "The delay timeout is out of range";
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::DELEGATE_DELAYED_LEAVE, request).await {
-        Ok(body) => answer(
+        Ok(admitted) => answer(
             &state,
             path::DELEGATE_DELAYED_LEAVE,
-            delegate_delayed_leave(&state, &body).await,
+            delegate_delayed_leave(&state, &admitted).await,
         ),
         Err(response) => response,
     }
@@ -88,9 +88,12 @@ fn validate(body: GetTokenBody) -> Result<DelegateRequest, MatrixError> {
     })
 }
 
-async fn delegate_delayed_leave(state: &AppState, body: &[u8]) -> Result<Vec<u8>, MatrixError> {
-    let request = validate(request::decode::<GetTokenBody>(body)?)?;
-    let user = issue::authenticate(state, &request.openid).await?;
+async fn delegate_delayed_leave(
+    state: &AppState,
+    admitted: &Admitted,
+) -> Result<Vec<u8>, MatrixError> {
+    let request = validate(request::decode::<GetTokenBody>(&admitted.body)?)?;
+    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
             user_id = %user.user_id,

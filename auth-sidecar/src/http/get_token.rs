@@ -11,21 +11,21 @@ use axum::response::Response;
 use super::error::MatrixError;
 use super::issue::{self, Grant};
 use super::request::{self, GetTokenBody};
-use super::{AppState, admit, answer};
+use super::{Admitted, AppState, admit, answer};
 use crate::contract::path;
 use crate::livekit::grant::{participant_identity, room_alias};
 
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::GET_TOKEN, request).await {
-        Ok(body) => answer(&state, path::GET_TOKEN, get_token(&state, &body).await),
+        Ok(admitted) => answer(&state, path::GET_TOKEN, get_token(&state, &admitted).await),
         Err(response) => response,
     }
 }
 
-async fn get_token(state: &AppState, body: &[u8]) -> Result<Vec<u8>, MatrixError> {
-    let request = request::decode::<GetTokenBody>(body)?.validate()?;
-    let user = issue::authenticate(state, &request.openid).await?;
+async fn get_token(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
+    let request = request::decode::<GetTokenBody>(&admitted.body)?.validate()?;
+    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
             user_id = %user.user_id,
@@ -254,32 +254,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn per_homeserver_limit_comes_after_validation_and_before_the_lookup() {
-        let harness = Harness::with_limits(Reply::Room, None, Some("1/h")).await;
-        // Invalid bodies do not spend the budget.
+    async fn per_homeserver_limit_counts_only_verified_tokens() {
+        // Two per hour; all requests come from one client, whose failures share the rate.
+        let harness = Harness::with_limits(Reply::Room, None, Some("2/h")).await;
+        // Neither invalid bodies nor made-up tokens spend the homeserver's budget.
         let mut invalid = body();
         invalid["room_id"] = json!("");
         assert_eq!(
             harness.send(post(PATH, &invalid)).await.status,
             StatusCode::BAD_REQUEST
         );
+        let mut made_up = body();
+        made_up["openid_token"]["access_token"] = json!("made-up");
         assert_eq!(
-            harness.send(post(PATH, &body())).await.status,
-            StatusCode::OK
+            harness.send(post(PATH, &made_up)).await.status,
+            StatusCode::UNAUTHORIZED
         );
+        for _ in 0..2 {
+            assert_eq!(
+                harness.send(post(PATH, &body())).await.status,
+                StatusCode::OK
+            );
+        }
         let limited = harness.send(post(PATH, &body())).await;
         assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
         let json = body_json(&limited);
         assert_eq!(json["errcode"], "M_LIMIT_EXCEEDED");
         assert!(json["retry_after_ms"].as_u64().unwrap() > 0);
         Harness::assert_cors(&limited.headers);
-        // Only one lookup reached the homeserver.
-        assert_eq!(harness.openid.calls().len(), 1);
+        // Nothing was created for the refused request.
+        assert_eq!(harness.livekit.calls().len(), 2);
         // Another homeserver has its own budget.
         assert_eq!(
             harness.send(post(PATH, &restricted_body())).await.status,
             StatusCode::OK
         );
+    }
+
+    #[tokio::test]
+    async fn spent_failures_are_refused_before_the_lookup() {
+        let harness = Harness::with_limits(Reply::Room, None, Some("1/h")).await;
+        let mut made_up = body();
+        made_up["openid_token"]["access_token"] = json!("made-up");
+        assert_eq!(
+            harness.send(post(PATH, &made_up)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        // The same client is now refused, whatever it sends, without asking the homeserver.
+        for request_body in [made_up, body()] {
+            let limited = harness.send(post(PATH, &request_body)).await;
+            assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(body_json(&limited)["errcode"], "M_LIMIT_EXCEEDED");
+        }
+        assert_eq!(harness.openid.calls().len(), 1);
     }
 
     #[tokio::test]

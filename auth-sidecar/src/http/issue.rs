@@ -1,7 +1,7 @@
-//! The part of a token request that both token endpoints share once the body is valid: the
-//! per-homeserver limit, the OpenID check, the full-access decision, minting, room creation and
-//! delegation.
+//! The part of a token request that both token endpoints share once the body is valid: the OpenID
+//! check with the limits around it, the full-access decision, minting, room creation and delegation.
 
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::error::MatrixError;
@@ -22,23 +22,33 @@ pub struct Authenticated {
     pub full_access: bool,
 }
 
-/// Rows 4 (and the per-homeserver limit before it): asks the homeserver whose token this is.
-pub async fn authenticate(state: &AppState, openid: &OpenId) -> Result<Authenticated, MatrixError> {
-    state
-        .limits
-        .check_homeserver(&openid.server_name, &state.metrics)?;
+/// Row 4: asks the homeserver whose token this is. Around it, the limits (see [`super::limits`]): a
+/// `client` whose failed verifications are spent is refused before the lookup, a failure is counted
+/// against the client, and only a verified token counts against its homeserver.
+pub async fn authenticate(
+    state: &AppState,
+    client: IpAddr,
+    openid: &OpenId,
+) -> Result<Authenticated, MatrixError> {
+    state.limits.check_failures(client, &state.metrics)?;
     let full_access = state.full_access.allows(&openid.server_name);
-    let trusted = state.full_access.names(&openid.server_name);
+    let trusted = state.ssrf_trusted.names(&openid.server_name);
     match state
         .openid
         .lookup(&openid.server_name, &openid.access_token, trusted)
         .await
     {
-        Ok(user_id) => Ok(Authenticated {
-            user_id,
-            full_access,
-        }),
+        Ok(user_id) => {
+            state
+                .limits
+                .check_homeserver(&openid.server_name, &state.metrics)?;
+            Ok(Authenticated {
+                user_id,
+                full_access,
+            })
+        }
         Err(reason) => {
+            state.limits.record_failure(client);
             tracing::info!(
                 server_name = %openid.server_name,
                 %reason,

@@ -1,14 +1,23 @@
 //! Protections the reference does not have: a body size limit (413 `M_TOO_LARGE`), a body read timeout,
-//! and rate limits per client IP and per homeserver (429 `M_LIMIT_EXCEEDED`, as MSC4195 suggests).
+//! and rate limits (429 `M_LIMIT_EXCEEDED`, as MSC4195 suggests).
 //!
-//! The per-IP limit is checked before the body is read; the per-homeserver limit after validation and
-//! before the OpenID lookup, so a flood of tokens "from" one homeserver cannot make us flood it.
+//! - `LIVEKIT_RATE_LIMIT_PER_IP`: every request of a client, checked before the body is read.
+//! - `LIVEKIT_RATE_LIMIT_PER_HOMESERVER`: requests whose OpenID token the homeserver **verified**,
+//!   counted against that homeserver after the lookup. The server name in a request is only a claim
+//!   until then: counted earlier, anyone could spend a homeserver's budget with made-up tokens and lock
+//!   its real users out.
+//! - The same rate bounds **failed** verifications per client IP ([`FailureBudget`]): a client whose
+//!   failures are spent is refused before its next lookup, so made-up tokens cannot make us flood a
+//!   homeserver either.
+//!
 //! Behind a reverse proxy every client has the proxy's address, so `X-Forwarded-For` is believed when
 //! the peer is in `LIVEKIT_TRUSTED_PROXIES`: the client is the right-most address that is not itself a
-//! trusted proxy.
+//! trusted proxy. Both per-IP budgets use that address.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use governor::clock::Clock;
@@ -50,6 +59,8 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, MatrixE
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_homeserver: Option<DefaultKeyedRateLimiter<String>>,
+    /// Failed OpenID verifications per client, at the per-homeserver rate.
+    failures_per_ip: Option<FailureBudget>,
     trusted_proxies: Vec<IpNet>,
 }
 
@@ -58,6 +69,7 @@ impl std::fmt::Debug for RateLimits {
         f.debug_struct("RateLimits")
             .field("per_ip", &self.per_ip.is_some())
             .field("per_homeserver", &self.per_homeserver.is_some())
+            .field("failures_per_ip", &self.failures_per_ip.is_some())
             .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
@@ -81,28 +93,44 @@ impl RateLimits {
             per_ip: per_ip.map(|limit| DefaultKeyedRateLimiter::hashmap(quota(limit))),
             per_homeserver: per_homeserver
                 .map(|limit| DefaultKeyedRateLimiter::hashmap(quota(limit))),
+            failures_per_ip: per_homeserver.map(FailureBudget::new),
             trusted_proxies,
         }
     }
 
-    /// The per-IP check for a request from `peer`.
-    pub fn check_ip(
-        &self,
-        peer: SocketAddr,
-        headers: &HeaderMap,
-        metrics: &Metrics,
-    ) -> Result<(), MatrixError> {
+    /// The per-IP check for a request from `client` (see [`Self::client_ip`]).
+    pub fn check_ip(&self, client: IpAddr, metrics: &Metrics) -> Result<(), MatrixError> {
         let Some(limiter) = &self.per_ip else {
             return Ok(());
         };
-        let client = self.client_ip(peer.ip(), headers);
         limiter.check_key(&client).map_err(|not_until| {
             metrics.rate_limited(RateLimitKind::PerIp);
             MatrixError::limit_exceeded(not_until.wait_time_from(limiter.clock().now()))
         })
     }
 
-    /// The per-homeserver check for a validated request naming `server_name`.
+    /// Before an OpenID lookup for `client`: refused while its failed verifications are spent.
+    pub fn check_failures(&self, client: IpAddr, metrics: &Metrics) -> Result<(), MatrixError> {
+        let Some(budget) = &self.failures_per_ip else {
+            return Ok(());
+        };
+        match budget.blocked(client, Instant::now()) {
+            None => Ok(()),
+            Some(wait) => {
+                metrics.rate_limited(RateLimitKind::FailedVerifications);
+                Err(MatrixError::limit_exceeded(wait))
+            }
+        }
+    }
+
+    /// After a homeserver refused a token `client` sent.
+    pub fn record_failure(&self, client: IpAddr) {
+        if let Some(budget) = &self.failures_per_ip {
+            budget.spend(client, Instant::now());
+        }
+    }
+
+    /// The per-homeserver check, once `server_name` has verified a token.
     pub fn check_homeserver(
         &self,
         server_name: &str,
@@ -128,6 +156,9 @@ impl RateLimits {
         if let Some(limiter) = &self.per_homeserver {
             limiter.retain_recent();
             limiter.shrink_to_fit();
+        }
+        if let Some(budget) = &self.failures_per_ip {
+            budget.prune(Instant::now());
         }
     }
 
@@ -163,6 +194,55 @@ impl RateLimits {
     }
 }
 
+/// Failures per client, `count` per `period` in bursts of up to `count`, as a generic cell rate
+/// algorithm. Hand-written because `governor` can only test a key by spending from it, and only
+/// failures may spend: the check comes before the lookup, the spending after it fails.
+struct FailureBudget {
+    /// One failure's share of the period.
+    interval: Duration,
+    /// How far ahead of now a client's debt may run before it is refused (the period less one interval).
+    tolerance: Duration,
+    /// Per client: when its debt is paid off (the "theoretical arrival time").
+    paid_off: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureBudget {
+    fn new(limit: RateLimit) -> Self {
+        let interval = limit.period / limit.count.get();
+        Self {
+            interval,
+            tolerance: limit.period.saturating_sub(interval),
+            paid_off: Mutex::default(),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        // The map stays consistent even if a holder panicked: every update is one insert.
+        self.paid_off.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long `client` must wait before another failure fits, or `None` if one fits now.
+    fn blocked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let paid_off = *self.map().get(&client)?;
+        let wait = paid_off.checked_duration_since(now + self.tolerance)?;
+        (!wait.is_zero()).then_some(wait)
+    }
+
+    /// Records one failure of `client`.
+    fn spend(&self, client: IpAddr, now: Instant) {
+        let mut map = self.map();
+        let paid_off = map.get(&client).map_or(now, |at| (*at).max(now));
+        map.insert(client, paid_off + self.interval);
+    }
+
+    /// Forgets clients whose debt is paid off.
+    fn prune(&self, now: Instant) {
+        let mut map = self.map();
+        map.retain(|_, paid_off| *paid_off > now);
+        map.shrink_to_fit();
+    }
+}
+
 /// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>()
@@ -192,14 +272,11 @@ mod tests {
         let metrics = Metrics::new();
         let limits = RateLimits::new(Some(limit(3, 60)), None, Vec::new());
         let headers = HeaderMap::new();
+        let client = |ip| limits.client_ip(peer(ip).ip(), &headers);
         for _ in 0..3 {
-            limits
-                .check_ip(peer("192.0.2.1"), &headers, &metrics)
-                .unwrap();
+            limits.check_ip(client("192.0.2.1"), &metrics).unwrap();
         }
-        let refused = limits
-            .check_ip(peer("192.0.2.1"), &headers, &metrics)
-            .unwrap_err();
+        let refused = limits.check_ip(client("192.0.2.1"), &metrics).unwrap_err();
         assert_eq!(refused.errcode, "M_LIMIT_EXCEEDED");
         assert_eq!(refused.status, http::StatusCode::TOO_MANY_REQUESTS);
         // One request per 20 s comes back: the wait is at most that.
@@ -209,9 +286,7 @@ mod tests {
             "{wait:?}"
         );
         // Another client is not affected.
-        limits
-            .check_ip(peer("192.0.2.2"), &headers, &metrics)
-            .unwrap();
+        limits.check_ip(client("192.0.2.2"), &metrics).unwrap();
         assert!(
             metrics
                 .encode()
@@ -228,11 +303,66 @@ mod tests {
         limits.check_homeserver("b.example", &metrics).unwrap();
         // The per-IP limit is off.
         for _ in 0..100 {
-            limits
-                .check_ip(peer("192.0.2.1"), &HeaderMap::new(), &metrics)
-                .unwrap();
+            limits.check_ip(peer("192.0.2.1").ip(), &metrics).unwrap();
         }
         limits.prune();
+    }
+
+    #[test]
+    fn failures_are_checked_without_spending_and_spent_per_client() {
+        let metrics = Metrics::new();
+        let limits = RateLimits::new(None, Some(limit(2, 3600)), Vec::new());
+        let attacker = peer("203.0.113.66").ip();
+        let neighbour = peer("203.0.113.67").ip();
+        // Checking spends nothing.
+        for _ in 0..10 {
+            limits.check_failures(attacker, &metrics).unwrap();
+        }
+        limits.record_failure(attacker);
+        limits.check_failures(attacker, &metrics).unwrap();
+        limits.record_failure(attacker);
+        let refused = limits.check_failures(attacker, &metrics).unwrap_err();
+        assert_eq!(refused.errcode, "M_LIMIT_EXCEEDED");
+        // One failure per 30 min comes back.
+        let wait = refused.retry_after.unwrap();
+        assert!(
+            wait > Duration::from_secs(29 * 60) && wait <= Duration::from_secs(30 * 60),
+            "{wait:?}"
+        );
+        limits.check_failures(neighbour, &metrics).unwrap();
+        // Failures do not touch the homeserver's budget.
+        limits.check_homeserver("a.example", &metrics).unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"matrixrtc_auth_rate_limited_total{limit="failed_verification"} 1"#)
+        );
+    }
+
+    #[test]
+    fn failure_budget_refills_over_time_and_is_pruned() {
+        let budget = FailureBudget::new(limit(3, 60));
+        let client = peer("192.0.2.1").ip();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(budget.blocked(client, start), None);
+            budget.spend(client, start);
+        }
+        assert_eq!(budget.blocked(client, start), Some(Duration::from_secs(20)));
+        // One interval later one failure fits again, and only one.
+        let later = start + Duration::from_secs(20);
+        assert_eq!(budget.blocked(client, later), None);
+        budget.spend(client, later);
+        assert_eq!(budget.blocked(client, later), Some(Duration::from_secs(20)));
+        // Pruning keeps clients in debt and forgets those whose debt is paid off.
+        budget.prune(later);
+        assert_eq!(budget.map().len(), 1);
+        budget.prune(later + Duration::from_secs(60));
+        assert!(budget.map().is_empty());
+        assert_eq!(
+            budget.blocked(client, later + Duration::from_secs(60)),
+            None
+        );
     }
 
     #[test]
@@ -241,8 +371,10 @@ mod tests {
         let limits = RateLimits::new(None, None, Vec::new());
         for _ in 0..1000 {
             limits.check_homeserver("a", &metrics).unwrap();
+            limits.check_ip(peer("192.0.2.1").ip(), &metrics).unwrap();
+            limits.record_failure(peer("192.0.2.1").ip());
             limits
-                .check_ip(peer("192.0.2.1"), &HeaderMap::new(), &metrics)
+                .check_failures(peer("192.0.2.1").ip(), &metrics)
                 .unwrap();
         }
     }

@@ -16,11 +16,13 @@ pub mod request;
 pub mod sfu_get;
 pub mod webhook;
 
+#[cfg(test)]
+mod fuzz;
 mod issue;
 #[cfg(test)]
 mod test_support;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -104,6 +106,8 @@ pub struct AppState {
     pub rooms: RoomService,
     pub keys: Arc<KeySet>,
     pub full_access: FullAccess,
+    /// The homeservers the SSRF guard trusts, as named entries (see [`crate::config::Config::ssrf_trusted`]).
+    pub ssrf_trusted: FullAccess,
     pub limits: RateLimits,
     pub metrics: Arc<Metrics>,
     pub token_response: TokenResponse,
@@ -148,13 +152,20 @@ fn empty(status: StatusCode) -> Response {
     response
 }
 
+/// A token request that passed the gate.
+struct Admitted {
+    body: Bytes,
+    /// The client's address, as the per-IP limits see it (see [`RateLimits::client_ip`]).
+    client: IpAddr,
+}
+
 /// The gate of a token endpoint: the method (405, or 200 for a preflight), the per-IP limit, then the
 /// body. `Err` is the finished response.
 async fn admit(
     state: &AppState,
     endpoint: &'static str,
     request: Request,
-) -> Result<Bytes, Response> {
+) -> Result<Admitted, Response> {
     let (parts, body) = request.into_parts();
     match parts.method {
         Method::POST => {}
@@ -172,11 +183,14 @@ async fn admit(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |c| c.0);
-    let admitted = match state.limits.check_ip(peer, &parts.headers, &state.metrics) {
+    let client = state.limits.client_ip(peer.ip(), &parts.headers);
+    let admitted = match state.limits.check_ip(client, &state.metrics) {
         Ok(()) => limits::read_body(&parts.headers, body).await,
         Err(error) => Err(error),
     };
-    admitted.map_err(|error| answer(state, endpoint, Err(error)))
+    admitted
+        .map(|body| Admitted { body, client })
+        .map_err(|error| answer(state, endpoint, Err(error)))
 }
 
 /// Renders a token endpoint's result with the CORS and JSON headers, and counts it.

@@ -11,21 +11,21 @@ use axum::response::Response;
 use super::error::MatrixError;
 use super::issue::{self, Grant};
 use super::request::{self, SfuGetBody};
-use super::{AppState, admit, answer};
+use super::{Admitted, AppState, admit, answer};
 use crate::contract::path;
 use crate::livekit::grant::{LEGACY_SLOT_ID, room_alias};
 
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::SFU_GET, request).await {
-        Ok(body) => answer(&state, path::SFU_GET, sfu_get(&state, &body).await),
+        Ok(admitted) => answer(&state, path::SFU_GET, sfu_get(&state, &admitted).await),
         Err(response) => response,
     }
 }
 
-async fn sfu_get(state: &AppState, body: &[u8]) -> Result<Vec<u8>, MatrixError> {
-    let request = request::decode::<SfuGetBody>(body)?.validate()?;
-    let user = issue::authenticate(state, &request.openid).await?;
+async fn sfu_get(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
+    let request = request::decode::<SfuGetBody>(&admitted.body)?.validate()?;
+    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
     let grant = Grant {
         room_alias: room_alias(&request.room, LEGACY_SLOT_ID),
         identity: format!("{}:{}", user.user_id, request.device_id),

@@ -137,6 +137,7 @@ impl Harness {
             webhooks: WebhookVerifier::new(Arc::clone(&keys)),
             keys,
             full_access: FullAccess::parse("example.com"),
+            ssrf_trusted: FullAccess::parse("example.com"),
             limits: RateLimits::new(
                 parse(env::LIVEKIT_RATE_LIMIT_PER_IP, per_ip),
                 parse(env::LIVEKIT_RATE_LIMIT_PER_HOMESERVER, per_homeserver),

@@ -1,5 +1,6 @@
 //! Rate limits (ours; MSC4195 says SHOULD): 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`, per client IP
-//! (`X-Forwarded-For` only from trusted proxies) and per homeserver, in the `N/s|N/m|N/h` format.
+//! (`X-Forwarded-For` only from trusted proxies), per homeserver for verified tokens and per client IP
+//! for failed verifications, in the `N/s|N/m|N/h` format.
 
 use std::time::Duration;
 
@@ -165,6 +166,50 @@ async fn per_homeserver_limit_is_shared_by_its_users() {
             .post_json(PATH, &body::get_token(&server, "token-bob", &bob))
             .await;
         assert_limited(&second, 60_000);
+    })
+    .await;
+}
+
+/// Made-up tokens naming a homeserver spend their sender's budget, not the homeserver's: once the
+/// sender's failures are spent it is refused before any further lookup, and the homeserver's real
+/// user, from another address, still gets a token.
+#[tokio::test]
+async fn made_up_tokens_do_not_lock_out_the_homeservers_users() {
+    bounded(async {
+        let world = World::start().await;
+        let alice = world.hs.add_user("token-alice", "alice");
+        let service = world
+            .service()
+            .set("LIVEKIT_RATE_LIMIT_PER_HOMESERVER", "2/h")
+            .set("LIVEKIT_TRUSTED_PROXIES", "127.0.0.0/8")
+            .start()
+            .await;
+        let server = world.hs.server_name();
+        let from = |client: &'static str, request: serde_json::Value| {
+            let response = service
+                .request(Method::POST, PATH)
+                .header("x-forwarded-for", client)
+                .json(&request)
+                .send();
+            async move { response.await.status }
+        };
+
+        let mut statuses = Vec::new();
+        for i in 0..4 {
+            let made_up = body::get_token(&server, &format!("made-up-{i}"), &alice);
+            statuses.push(from("203.0.113.66", made_up).await);
+        }
+        assert_eq!(statuses, [401, 401, 429, 429]);
+        assert_eq!(
+            world.hs.lookup_count(),
+            2,
+            "a client whose failures are spent is refused before the lookup"
+        );
+
+        let real = body::get_token(&server, "token-alice", &alice);
+        assert_eq!(from("198.51.100.1", real.clone()).await, 200);
+        // The attacker's address stays refused even with a real token.
+        assert_eq!(from("203.0.113.66", real).await, 429);
     })
     .await;
 }

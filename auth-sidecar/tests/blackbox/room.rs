@@ -172,6 +172,56 @@ async fn wildcard_alone_grants_full_access_but_no_trust() {
     .await;
 }
 
+/// `LIVEKIT_TRUSTED_HOMESERVERS` (what the operator sets to its own `spec.serverName`) exempts exactly
+/// the named homeserver from the SSRF guard, with `*` as with a named list; trust grants no full access.
+#[tokio::test]
+async fn trusted_homeserver_is_reached_on_loopback_under_the_wildcard() {
+    bounded(async {
+        let world = World::start().await;
+        let user = world.hs.add_user("token-alice", "alice");
+        let request = body::get_token(&world.hs.server_name(), "token-alice", &user);
+
+        let service = world
+            .service()
+            .set("LIVEKIT_FULL_ACCESS_HOMESERVERS", "*")
+            .set(
+                "LIVEKIT_TRUSTED_HOMESERVERS",
+                &format!("other.example.org, {}", world.hs.server_name()),
+            )
+            .start()
+            .await;
+        let response = service.post_json(PATH, &request).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(world.livekit.calls().len(), 1, "full access through `*`");
+
+        let restricted = world
+            .restricted_service()
+            .set("LIVEKIT_TRUSTED_HOMESERVERS", &world.hs.server_name())
+            .start()
+            .await;
+        let response = restricted.post_json(PATH, &request).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(world.livekit.calls().len(), 1, "trusted, but no room");
+
+        // Another spelling of the same address is another name, and stays guarded.
+        let near_miss = world.hs.server_name().replace("127.0.0.1", "localhost");
+        let guarded = world
+            .service()
+            .set("LIVEKIT_FULL_ACCESS_HOMESERVERS", "*")
+            .set("LIVEKIT_TRUSTED_HOMESERVERS", &near_miss)
+            .start()
+            .await;
+        let connections = world.hs.connection_count();
+        body::assert_unauthorized(&guarded.post_json(PATH, &request).await);
+        assert_eq!(
+            world.hs.connection_count(),
+            connections,
+            "loopback stays off limits"
+        );
+    })
+    .await;
+}
+
 /// In a longer list `*` is an ordinary entry that matches nothing.
 #[tokio::test]
 async fn wildcard_in_a_list_is_a_literal() {
