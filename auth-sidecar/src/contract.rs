@@ -62,6 +62,13 @@ pub mod env {
     pub const LIVEKIT_RATE_LIMIT_PER_HOMESERVER: &str = "LIVEKIT_RATE_LIMIT_PER_HOMESERVER";
     /// CIDR ranges of reverse proxies whose `X-Forwarded-For` names the client for per-IP limits.
     pub const LIVEKIT_TRUSTED_PROXIES: &str = "LIVEKIT_TRUSTED_PROXIES";
+
+    // --- Delegation across replicas (ours) ------------------------------------------------------
+    /// This replica's stable name in Redis (leases, heartbeat, inbox), e.g. the pod name: a restarted
+    /// container with the same name reclaims its delegation jobs at once. 1 to 128 characters of
+    /// `A-Z a-z 0-9 . _ -`; unique among the replicas sharing one Redis. Default: a random name per
+    /// process.
+    pub const LIVEKIT_REPLICA_ID: &str = "LIVEKIT_REPLICA_ID";
 }
 
 /// The one value of [`env::LIVEKIT_INSECURE_SKIP_VERIFY_TLS`] that disables verification.
