@@ -74,6 +74,10 @@ pub enum ConfigError {
     TrustedWildcard,
     #[error("LIVEKIT_TRUSTED_HOMESERVERS must be Matrix server names (host or host:port, such as example.com or matrix.example.com:8448) separated by commas, got {}", go_quote(.0))]
     TrustedHomeserver(String),
+
+    // Replica identity (delegation across replicas).
+    #[error("LIVEKIT_REPLICA_ID must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}", go_quote(.value), max = REPLICA_ID_MAX_LEN)]
+    ReplicaId { value: String },
 }
 
 /// Which homeservers' users may create rooms and delegate (§3.1).
@@ -247,6 +251,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// To log once logging is up (deprecations, the insecure-TLS banner, where the key came from).
     pub notices: Vec<Notice>,
+
+    /// `LIVEKIT_REPLICA_ID`: this replica's stable name in Redis; None gives a random one per process.
+    pub replica_id: Option<String>,
 }
 
 /// The environment as a lookup function; an empty value counts as unset.
@@ -371,6 +378,10 @@ impl Config {
         // --- LIVEKIT_TRUSTED_HOMESERVERS ---
         let trusted_homeservers =
             trusted_homeservers(&env.get_or_empty(env::LIVEKIT_TRUSTED_HOMESERVERS))?;
+        let replica_id = env
+            .get(env::LIVEKIT_REPLICA_ID)
+            .map(|raw| parse_replica_id(&raw))
+            .transpose()?;
 
         Ok(Self {
             livekit_url,
@@ -389,6 +400,26 @@ impl Config {
             rate_limit_per_homeserver,
             trusted_proxies,
             notices,
+            replica_id,
+        })
+    }
+}
+
+/// Longest `LIVEKIT_REPLICA_ID` (a pod name is at most 63 characters in practice).
+pub const REPLICA_ID_MAX_LEN: usize = 128;
+
+/// A replica ID goes into Redis key names and into lease values of the form `<replica>/<generation>`,
+/// so it is kept to characters that cannot be confused with those separators.
+fn parse_replica_id(raw: &str) -> Result<String, ConfigError> {
+    let valid = raw.len() <= REPLICA_ID_MAX_LEN
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(ConfigError::ReplicaId {
+            value: raw.to_owned(),
         })
     }
 }
@@ -1159,6 +1190,45 @@ mod tests {
                 error_text(&[(env::LIVEKIT_API_URL, bad)]),
                 format!(
                     "LIVEKIT_API_URL must be an http://, https://, ws:// or wss:// URL with a host, got {}",
+                    go_quote(bad)
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replica_id() {
+        assert_eq!(parse(&env_with(&[])).unwrap().replica_id, None);
+        assert_eq!(
+            parse(&env_with(&[(env::LIVEKIT_REPLICA_ID, "")]))
+                .unwrap()
+                .replica_id,
+            None,
+            "empty counts as unset"
+        );
+        for good in ["rtc-auth-7d9f8b6c5-x2x9k", "a", "A.b_c-1", &"x".repeat(128)] {
+            assert_eq!(
+                parse(&env_with(&[(env::LIVEKIT_REPLICA_ID, good)]))
+                    .unwrap()
+                    .replica_id
+                    .as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "a/b",
+            "pod 1",
+            " pod",
+            "pöd",
+            "a:b",
+            "{x}",
+            &"x".repeat(129),
+        ] {
+            assert_eq!(
+                error_text(&[(env::LIVEKIT_REPLICA_ID, bad)]),
+                format!(
+                    "LIVEKIT_REPLICA_ID must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}",
                     go_quote(bad)
                 ),
                 "{bad:?}"

@@ -68,6 +68,12 @@ pub mod env {
     /// `spec.serverName`, so that the deployment's homeserver stays reachable at a private address when
     /// the full-access list is `*`.
     pub const LIVEKIT_TRUSTED_HOMESERVERS: &str = "LIVEKIT_TRUSTED_HOMESERVERS";
+    // --- Delegation across replicas (ours) ------------------------------------------------------
+    /// This replica's stable name in Redis (leases, heartbeat, inbox), e.g. the pod name: a restarted
+    /// container with the same name reclaims its delegation jobs at once. 1 to 128 characters of
+    /// `A-Z a-z 0-9 . _ -`; unique among the replicas sharing one Redis. Default: a random name per
+    /// process.
+    pub const LIVEKIT_REPLICA_ID: &str = "LIVEKIT_REPLICA_ID";
 }
 
 /// The one value of [`env::LIVEKIT_INSECURE_SKIP_VERIFY_TLS`] that disables verification.

@@ -132,6 +132,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
             sanity_check_interval: Some(config.sanity_check_interval)
                 .filter(|interval| !interval.is_zero()),
             timing: delegation::Timing::from_env(),
+            replica_id: config.replica_id.clone(),
         },
         Arc::clone(&client_api) as _,
         Arc::new(lookups),

@@ -40,8 +40,11 @@ pub struct Timing {
     pub send_window_ceiling: Duration,
     /// Lifetime of a job lease in Redis (15 s); renewed every third of it.
     pub lease_ttl: Duration,
-    /// How often a replica looks for jobs nobody holds (5 s, randomised by ±20 %).
+    /// How often a replica looks for jobs nobody (alive) holds (1 s, randomised by ±20 %).
     pub orphan_scan: Duration,
+    /// Lifetime of a replica's heartbeat key (3 s, never scaled below 1 s); refreshed every third of it.
+    /// A replica whose heartbeat lapsed counts as gone and its jobs are adopted.
+    pub heartbeat_ttl: Duration,
     /// How long a forwarded signal waits for its replica before its inbox expires (60 s).
     pub inbox_ttl: Duration,
     /// How long one blocking read of the inbox waits (1 s); bounds how quickly the reader sees shutdown.
@@ -59,7 +62,8 @@ impl Default for Timing {
             send_window_floor: Duration::from_secs(1),
             send_window_ceiling: Duration::from_secs(3600),
             lease_ttl: Duration::from_secs(15),
-            orphan_scan: Duration::from_secs(5),
+            orphan_scan: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(3),
             inbox_ttl: Duration::from_secs(60),
             inbox_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
@@ -85,6 +89,8 @@ impl Timing {
             send_window_ceiling: scale(base.send_window_ceiling),
             lease_ttl: scale(base.lease_ttl),
             orphan_scan: scale(base.orphan_scan),
+            // A busy test machine must not make live replicas look dead.
+            heartbeat_ttl: scale(base.heartbeat_ttl).max(Duration::from_secs(1)),
             inbox_ttl: scale(base.inbox_ttl),
             inbox_wait: scale(base.inbox_wait),
             shutdown_grace: base.shutdown_grace,
@@ -103,6 +109,11 @@ impl Timing {
     pub fn lease_renewal(&self) -> Duration {
         self.lease_ttl / 3
     }
+
+    /// How often a replica refreshes its heartbeat.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_ttl / 3
+    }
 }
 
 /// How the engine is set up.
@@ -113,6 +124,8 @@ pub struct Settings {
     /// `LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS` when positive.
     pub sanity_check_interval: Option<Duration>,
     pub timing: Timing,
+    /// `LIVEKIT_REPLICA_ID`: this replica's stable name in Redis; None picks a random one.
+    pub replica_id: Option<String>,
 }
 
 /// Why the engine could not start.
@@ -142,6 +155,7 @@ mod tests {
         assert_eq!(scaled.lease_ttl, Duration::from_millis(150));
         assert_eq!(scaled.lease_renewal(), Duration::from_millis(50));
         assert_eq!(scaled.shutdown_grace, Timing::default().shutdown_grace);
+        assert_eq!(scaled.heartbeat_ttl, Duration::from_secs(1), "floored");
         assert_eq!(
             Timing::scaled(0.000_001).inbox_wait,
             Duration::from_millis(10),

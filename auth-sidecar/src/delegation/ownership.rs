@@ -4,36 +4,55 @@
 //!
 //! - **Source of truth.** The reference's hash `lk-jwt:jobs` (see [`super::store`]). Each value carries
 //!   an extra `"Generation"`, a random ID per job, so a replaced job can be told from its successor (the
-//!   reference's reader ignores the member; entries it wrote have none and count as generation "").
+//!   reference's reader ignores the member; entries it wrote have none and count as generation ""), and
+//!   `"Connected": true` once its participant was seen, so that whoever resumes it knows a leave is due
+//!   when they go.
+//! - **Replicas.** A replica is named by `LIVEKIT_REPLICA_ID` (the operator sets the pod name) or, when
+//!   that is unset, by a random ID per process. While it lives it keeps a heartbeat key
+//!   `lk-jwt:replica:<replica>` (3 s TTL, refreshed every second). A container restarted under the same
+//!   name is the same replica: at startup it takes back every job leased to its name at once.
 //! - **Leases.** The driver of a job holds `lk-jwt:lease:<field>` = `<replica>/<generation>` with a TTL
-//!   (15 s unscaled) and renews it every third of that. Creating a job writes the hash entry and its lease
-//!   in one script, so a new job for an existing key takes the lease away from whoever drove the old one.
+//!   (15 s unscaled) and renews it every third of that, also while a `send` waits between retries.
+//!   Creating a job writes the hash entry and its lease in one script, so a new job for an existing key
+//!   takes the lease away from whoever drove the old one. Adds for one key are serialised within a
+//!   replica, so its memory and Redis agree on which generation is current.
 //! - **Every homeserver call is gated.** Before each `restart` or `send` attempt, and on every renewal,
-//!   one script checks that the lease still names this replica and generation and that the hash still
-//!   holds that generation, extending the lease if so. A driver that fails the check stops at once and
-//!   makes no further call; the stored entry then belongs to its successor, so it is not touched.
-//! - **Takeover.** Every replica scans the hash periodically (and once at startup) and leases to itself
-//!   every entry without a lease: the entries of a replica that died once its leases have expired, or the
-//!   ones a replica released on graceful shutdown. An adopted job resumes like startup recovery in the
-//!   reference: expired entries are deleted without homeserver calls, others start over waiting for
-//!   their participant, with a LiveKit lookup that finds them again if they are still in the room.
-//! - **Signals.** A webhook may reach any replica. The receiver looks the job's lease up (one script): if
-//!   it holds the lease it delivers the signal itself; if another replica does, it appends the signal to
-//!   that replica's inbox list `lk-jwt:inbox:<replica>`, which the owner drains with a blocking pop; if
-//!   nobody does (the owner just died), it adopts the job on the spot and delivers the signal.
+//!   one script checks that the lease still names this replica (or lapsed and nobody took it) and that
+//!   the hash still holds that generation, extending the lease if so. A driver that fails the check
+//!   stops at once and makes no further call; the stored entry then belongs to its successor, so it is
+//!   not touched. If the entry vanished altogether (a Redis restarted without its data), the driver
+//!   files it again.
+//! - **Takeover.** Every replica scans the hash every second (±20 %, and once at startup) and leases to
+//!   itself every entry without a lease or whose lease names a replica without a heartbeat: a replica
+//!   that died loses its jobs within about 4 s (heartbeat TTL plus one scan), not when its 15 s leases
+//!   run out. The adopter then drains the dead replica's inbox and delivers what it finds. An adopted
+//!   job resumes like startup recovery in the reference: expired entries are deleted without homeserver
+//!   calls; others start over waiting for their participant, with a LiveKit lookup that finds them
+//!   again if they are still in the room, except jobs marked `Connected`, which resume connected (an
+//!   immediate `restart`) and send the leave as soon as LiveKit says the participant is gone or a
+//!   leave webhook arrives.
+//! - **Startup.** Before anything else a replica purges every expired entry, whoever's lease it carries
+//!   (the homeserver has fired those events on its own), then takes back its own jobs and adopts orphans.
+//! - **Signals.** A webhook may reach any replica. A job this replica runs from memory only (its Redis
+//!   write failed) gets its signals directly. Otherwise the receiver looks the job's lease up (one
+//!   script): if it holds the lease it delivers the signal itself; if a live replica does, it appends
+//!   the signal to that replica's inbox list `lk-jwt:inbox:<replica>`, which the owner drains with a
+//!   blocking pop; if nobody (alive) does, it adopts the job on the spot, delivers the signal and drains
+//!   the dead owner's inbox. If Redis knows no such job but this replica runs one, it is delivered here.
 //! - **Failure behaviour.** When Redis cannot be reached, a driver keeps driving rather than let every
-//!   call's leave fire early; MSC4140 makes the worst case of a concurrent adopter harmless (a second
-//!   `restart` is a no-op, a `send` after a `send` answers 404, which counts as sent, and a `restart` after
-//!   a `send` answers 404, which ends that driver). A signal forwarded to a replica that dies before
-//!   reading it is lost; the adopter's LiveKit lookup and its waiting timer still end the job (a leave
-//!   then fires at min(1 h, timeout) instead of at once).
+//!   call's leave fire early, and a new job runs from memory; when Redis answers again, the job is
+//!   written (again) and the deletion of jobs that ended meanwhile is retried, before this replica adopts
+//!   anything. MSC4140 makes the worst case of a concurrent adopter harmless (a second `restart` is a
+//!   no-op, a `send` after a `send` answers 404, which counts as sent, and a `restart` after a `send`
+//!   answers 404, which ends that driver). A job written late (Redis was down when it was added)
+//!   overwrites whatever is filed under its key, as the write would have done on time.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::job::Signal;
-use super::store::{Holder, InboxReader, JobStore, StoreError};
+use super::store::{Holder, InboxReader, JobRecord, JobStore, StoreError};
 
 /// A random identifier (128 bits, hex): replica IDs and job generations.
 pub fn random_id() -> String {
@@ -69,8 +88,13 @@ pub enum Standing {
 pub enum Route {
     /// There is no such job: the signal is dropped.
     NoJob,
-    /// This replica drives (or has just adopted) the job; `value` is its stored entry.
-    Here { lease: Lease, value: String },
+    /// This replica drives (or has just adopted) the job; `value` is its stored entry; `previous` is
+    /// the replica without a heartbeat it was taken from, whose inbox the caller must drain.
+    Here {
+        lease: Lease,
+        value: String,
+        previous: Option<String>,
+    },
     /// Another replica drives it.
     Elsewhere { replica: String, generation: String },
 }
@@ -97,16 +121,41 @@ pub struct Ownership {
     replica: String,
     lease_ttl: Duration,
     inbox_ttl: Duration,
+    heartbeat_ttl: Duration,
+}
+
+/// What an orphan scan took over.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// The jobs now leased to this replica, with their stored values.
+    pub jobs: Vec<(Lease, String)>,
+    /// Replicas without a heartbeat whose jobs were among them (their inboxes need draining).
+    pub gone: Vec<String>,
 }
 
 impl Ownership {
-    pub fn new(store: JobStore, lease_ttl: Duration, inbox_ttl: Duration) -> Self {
+    /// `replica` is this replica's stable name (`LIVEKIT_REPLICA_ID`); None picks a random one.
+    pub fn new(
+        store: JobStore,
+        replica: Option<String>,
+        lease_ttl: Duration,
+        inbox_ttl: Duration,
+        heartbeat_ttl: Duration,
+    ) -> Self {
         Self {
             store,
-            replica: random_id(),
+            replica: replica.unwrap_or_else(random_id),
             lease_ttl,
             inbox_ttl,
+            heartbeat_ttl,
         }
+    }
+
+    /// Tells the other replicas this one is alive (for the heartbeat TTL).
+    pub async fn heartbeat(&self) -> Result<(), StoreError> {
+        self.store
+            .heartbeat(&self.replica, self.heartbeat_ttl)
+            .await
     }
 
     /// This replica's ID.
@@ -131,38 +180,72 @@ impl Ownership {
             .await
     }
 
-    /// Checks (and extends) the lease before a homeserver call or on renewal.
-    pub async fn confirm(&self, lease: &Lease) -> Standing {
-        let result = self
-            .store
-            .confirm(
-                &lease.field,
-                &lease.holder,
-                &lease.generation,
-                self.lease_ttl,
-            )
-            .await;
-        standing(result, "confirm the lease")
+    /// Checks (and extends, or re-takes) the lease before a homeserver call or on renewal; files
+    /// `value` again if the entry vanished.
+    pub async fn confirm(&self, lease: &Lease, value: &str) -> Standing {
+        standing(self.keep(lease, value, false).await, "confirm the lease")
     }
 
     /// Stores a new value for the job if this replica still drives it.
     pub async fn record(&self, lease: &Lease, value: &str) -> Standing {
-        let result = self
+        standing(self.keep(lease, value, true).await, "record the restart")
+    }
+
+    async fn keep(&self, lease: &Lease, value: &str, write: bool) -> Result<bool, StoreError> {
+        self.store
+            .keep(
+                &lease.field,
+                &lease.holder,
+                &lease.generation,
+                self.lease_ttl,
+                value,
+                write,
+            )
+            .await
+    }
+
+    /// Deletes a job and its lease, whoever holds it, if its entry still reads `value`.
+    pub async fn purge(&self, field: &str, value: &str) -> Result<bool, StoreError> {
+        self.store.purge(field, value).await
+    }
+
+    /// Every stored job as (field, value).
+    pub async fn stored(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.store.all().await
+    }
+
+    /// Deletes every stored job that has expired (`restarted_at + timeout <= now`), whoever holds it;
+    /// entries that cannot be read are left alone, as the reference skips them. Returns how many.
+    pub async fn purge_expired(&self, now: time::OffsetDateTime) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for (field, value) in self.stored().await? {
+            let Ok(record) = JobRecord::parse(&field, &value) else {
+                continue;
+            };
+            if record.expired(now) && self.purge(&field, &value).await? {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Takes every message out of a dead replica's inbox; unreadable ones are skipped.
+    pub async fn drain(&self, replica: &str) -> Result<Vec<(String, String, Signal)>, StoreError> {
+        Ok(self
             .store
-            .update(&lease.field, &lease.holder, &lease.generation, value)
-            .await;
-        standing(result, "record the restart")
+            .drain_inbox(replica)
+            .await?
+            .iter()
+            .filter_map(|message| parse_forwarded(message))
+            .collect())
     }
 
     /// Deletes the finished job (if it is still this generation) and its lease.
-    pub async fn finish(&self, lease: &Lease) {
-        if let Err(error) = self
-            .store
+    pub async fn finish(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.store
             .finish(&lease.field, &lease.holder, &lease.generation)
             .await
-        {
-            tracing::warn!(%error, "could not delete a finished delegation job from Redis");
-        }
+            .map(drop)
     }
 
     /// Gives the lease up, leaving the job for another replica (graceful shutdown, unusable entries).
@@ -172,22 +255,21 @@ impl Ownership {
         }
     }
 
-    /// Leases every job nobody holds to this replica; returns their leases and stored values.
-    pub async fn adopt_orphans(&self) -> Result<Vec<(Lease, String)>, StoreError> {
-        let adopted = self
+    /// Leases to this replica every job nobody (alive) holds, and with `own` every job leased to this
+    /// replica's name (a restarted container taking its jobs back).
+    pub async fn adopt_orphans(&self, own: bool) -> Result<Adopted, StoreError> {
+        let (jobs, gone) = self
             .store
-            .adopt_orphans(&self.replica, self.lease_ttl)
+            .adopt_orphans(&self.replica, self.lease_ttl, own)
             .await?;
-        Ok(adopted
+        let jobs = jobs
             .into_iter()
             .map(|(field, value)| {
-                // The script only adopts JSON objects whose Generation is a string or absent.
-                let generation = serde_json::from_str::<GenerationOnly>(&value)
-                    .map(|only| only.generation)
-                    .unwrap_or_default();
+                let generation = generation_of(&value);
                 (self.lease_for(field, generation), value)
             })
-            .collect())
+            .collect();
+        Ok(Adopted { jobs, gone })
     }
 
     /// Where a signal for the job under `field` must go (adopting it if nobody holds it).
@@ -196,7 +278,12 @@ impl Ownership {
             .store
             .route(field, &self.replica, self.lease_ttl)
             .await?;
-        let Holder::Held { holder, value } = holder else {
+        let Holder::Held {
+            holder,
+            value,
+            previous,
+        } = holder
+        else {
             return Ok(Route::NoJob);
         };
         let (replica, generation) = holder.split_once('/').unwrap_or((holder.as_str(), ""));
@@ -204,6 +291,7 @@ impl Ownership {
             Route::Here {
                 lease: self.lease_for(field.to_owned(), generation.to_owned()),
                 value,
+                previous,
             }
         } else {
             Route::Elsewhere {
@@ -254,17 +342,30 @@ impl Inbox {
         let Some(message) = self.reader.next(&self.replica).await? else {
             return Ok(None);
         };
-        let parsed = serde_json::from_str::<Forwarded>(&message)
-            .ok()
-            .and_then(|forwarded| {
-                let signal = Signal::from_name(&forwarded.signal)?;
-                Some((forwarded.field, forwarded.generation, signal))
-            });
-        if parsed.is_none() {
-            tracing::warn!("ignoring an unreadable message in this replica's delegation inbox");
-        }
-        Ok(parsed)
+        Ok(parse_forwarded(&message))
     }
+}
+
+/// A forwarded signal as (field, generation, signal); None (logged) if it cannot be read.
+fn parse_forwarded(message: &str) -> Option<(String, String, Signal)> {
+    let parsed = serde_json::from_str::<Forwarded>(message)
+        .ok()
+        .and_then(|forwarded| {
+            let signal = Signal::from_name(&forwarded.signal)?;
+            Some((forwarded.field, forwarded.generation, signal))
+        });
+    if parsed.is_none() {
+        tracing::warn!("ignoring an unreadable message in a delegation inbox");
+    }
+    parsed
+}
+
+/// The generation of a stored value ("" when absent; the scripts only hand out values whose
+/// Generation is a string or absent).
+fn generation_of(value: &str) -> String {
+    serde_json::from_str::<GenerationOnly>(value)
+        .map(|only| only.generation)
+        .unwrap_or_default()
 }
 
 /// A definite "no" loses the job; a Redis error does not (see the module doc).

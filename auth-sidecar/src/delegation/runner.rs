@@ -2,12 +2,15 @@
 //! [`job::step`] and performs the effects, with retries, on the homeserver and in Redis.
 //!
 //! [`Delegation`] is the handle the HTTP layer uses: add a job, deliver a webhook signal, shut down.
-//! With Redis, it also resumes stored jobs at startup, adopts jobs other replicas left behind, and
-//! exchanges signals with other replicas (see [`super::ownership`]).
+//! With Redis, it also purges expired jobs and resumes stored ones at startup, keeps this replica's
+//! heartbeat, adopts jobs other replicas left behind (draining their inboxes), exchanges signals with
+//! other replicas, and writes jobs that could only be held in memory once Redis answers again (see
+//! [`super::ownership`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -104,6 +107,11 @@ struct Shared {
     metrics: Arc<Metrics>,
     ownership: Option<Ownership>,
     jobs: Mutex<HashMap<JobKey, LocalJob>>,
+    /// One lock per key with an `add` (or a late first write) under way, so that two of them for one
+    /// key reach Redis and this replica's memory in the same order.
+    add_locks: Mutex<HashMap<JobKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Finished jobs whose deletion from Redis failed; retried until Redis answers.
+    pending_finishes: Mutex<Vec<Lease>>,
     shutting_down: watch::Sender<bool>,
     /// Notified whenever a job task ends.
     job_ended: Notify,
@@ -112,6 +120,8 @@ struct Shared {
 /// This replica's handle on a job it drives.
 struct LocalJob {
     generation: String,
+    /// False while the job runs from memory only (its Redis write failed).
+    stored: Arc<AtomicBool>,
     signals: mpsc::Sender<Signal>,
     /// Dropping this tells the job a newer one replaced it.
     _replacement: oneshot::Sender<()>,
@@ -131,8 +141,10 @@ impl Delegation {
                 let store = JobStore::connect(url).await?;
                 Some(Ownership::new(
                     store,
+                    settings.replica_id.clone(),
                     settings.timing.lease_ttl,
                     settings.timing.inbox_ttl,
+                    settings.timing.heartbeat_ttl,
                 ))
             }
             None => None,
@@ -145,6 +157,8 @@ impl Delegation {
             metrics,
             ownership,
             jobs: Mutex::default(),
+            add_locks: Mutex::default(),
+            pending_finishes: Mutex::default(),
             shutting_down: watch::Sender::new(false),
             job_ended: Notify::new(),
         });
@@ -153,9 +167,20 @@ impl Delegation {
                 replica = ownership.replica(),
                 "delegation jobs are stored in Redis"
             );
+            // Alive first, so that nobody adopts what this replica is about to take back.
+            ownership.heartbeat().await?;
+            match ownership
+                .purge_expired(time::OffsetDateTime::now_utc())
+                .await
+            {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged expired delegation jobs at startup"),
+                Err(error) => tracing::warn!(%error, "could not purge expired delegation jobs"),
+            }
             let mut unusable = HashSet::new();
-            shared.adopt_orphans(&mut unusable).await;
+            shared.adopt_orphans(&mut unusable, true).await;
             let inbox = ownership.inbox(url, settings.timing.inbox_wait).await?;
+            tokio::spawn(shared.clone().keep_alive());
             tokio::spawn(shared.clone().scan_for_orphans(unusable));
             tokio::spawn(shared.clone().read_inbox(inbox));
         }
@@ -169,68 +194,39 @@ impl Delegation {
             return Err(AddJobError::ShuttingDown);
         }
         let generation = random_id();
+        let lock = self.shared.add_lock(&params.key);
+        let _serialised = lock.lock().await;
         let mut lease = None;
+        let mut stored = false;
         if let Some(ownership) = &self.shared.ownership {
             let claimed = ownership.lease_for(field_of(&params.key), generation.clone());
             let record = JobRecord {
                 params: params.clone(),
                 restarted_at: time::OffsetDateTime::now_utc(),
                 generation: generation.clone(),
+                connected: false,
             };
             match ownership.claim(&claimed, &record.to_json()).await {
-                Ok(()) => lease = Some(claimed),
+                Ok(()) => stored = true,
                 Err(error) => {
                     tracing::warn!(%error, room = %params.key.room, identity = %params.key.identity,
-                        "could not store a delegation job; it runs from memory only");
+                        "could not store a delegation job; it runs from memory until Redis answers");
                 }
             }
+            lease = Some(claimed);
         }
         tracing::info!(room = %params.key.room, identity = %params.key.identity, server_name = %params.server_name,
             "delegated leave job added");
-        self.shared.spawn(params, generation, lease, None);
+        self.shared
+            .spawn(params, generation, lease, stored, Resumed::No, Vec::new());
         Ok(())
     }
 
     /// Delivers a webhook's signal to the job for `key`, wherever it runs; dropped if there is none.
     pub async fn notify(&self, key: &JobKey, signal: Signal) {
         let shared = &self.shared;
-        if shared.is_shutting_down() {
-            return;
-        }
-        let Some(ownership) = &shared.ownership else {
-            if !shared.deliver(key, None, signal) {
-                tracing::debug!(room = %key.room, identity = %key.identity, %signal, "no job for this participant");
-            }
-            return;
-        };
-        let field = field_of(key);
-        match ownership.route(&field).await {
-            Ok(Route::NoJob) => {
-                tracing::debug!(room = %key.room, identity = %key.identity, %signal, "no job for this participant");
-            }
-            Ok(Route::Here { lease, value }) => {
-                if !shared.deliver(key, Some(&lease.generation), signal) {
-                    // Leased to us (just now, or by a task that has since stopped) but not running here.
-                    shared.resume(&lease, &value, Some(signal)).await;
-                }
-            }
-            Ok(Route::Elsewhere {
-                replica,
-                generation,
-            }) => {
-                tracing::debug!(room = %key.room, identity = %key.identity, %signal, %replica,
-                    "forwarding a signal to the replica that drives the job");
-                if let Err(error) = ownership
-                    .forward(&replica, &field, &generation, signal)
-                    .await
-                {
-                    tracing::warn!(%error, %signal, "could not forward a signal to another replica");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not look up the owner of a job; delivering locally");
-                shared.deliver(key, None, signal);
-            }
+        if let Some(gone) = shared.route_signal(key, signal).await {
+            shared.drain_inbox(&gone).await;
         }
     }
 
@@ -263,6 +259,139 @@ impl Delegation {
 }
 
 impl Shared {
+    /// Delivers a signal to the job for `key` wherever it runs (see the module doc of
+    /// [`super::ownership`]). Returns the replica without a heartbeat the job was just taken from, if
+    /// any: its inbox needs draining.
+    async fn route_signal(self: &Arc<Self>, key: &JobKey, signal: Signal) -> Option<String> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        let Some(ownership) = &self.ownership else {
+            if !self.deliver(key, None, signal) {
+                tracing::debug!(room = %key.room, identity = %key.identity, %signal, "no job for this participant");
+            }
+            return None;
+        };
+        // A job Redis has not heard of yet: only this replica knows it.
+        if self.runs_unstored(key) && self.deliver(key, None, signal) {
+            return None;
+        }
+        let field = field_of(key);
+        match ownership.route(&field).await {
+            Ok(Route::NoJob) => {
+                // Redis may have lost the entry (restarted without its data); the job's next renewal
+                // files it again.
+                if !self.deliver(key, None, signal) {
+                    tracing::debug!(room = %key.room, identity = %key.identity, %signal, "no job for this participant");
+                }
+            }
+            Ok(Route::Here {
+                lease,
+                value,
+                previous,
+            }) => {
+                if !self.deliver(key, Some(&lease.generation), signal) {
+                    // Leased to us (just now, or by a task that has since stopped) but not running here.
+                    self.resume(&lease, &value, Some(signal)).await;
+                }
+                return previous;
+            }
+            Ok(Route::Elsewhere {
+                replica,
+                generation,
+            }) => {
+                tracing::debug!(room = %key.room, identity = %key.identity, %signal, %replica,
+                    "forwarding a signal to the replica that drives the job");
+                if let Err(error) = ownership
+                    .forward(&replica, &field, &generation, signal)
+                    .await
+                {
+                    tracing::warn!(%error, %signal, "could not forward a signal to another replica");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not look up the owner of a job; delivering locally");
+                self.deliver(key, None, signal);
+            }
+        }
+        None
+    }
+
+    /// Delivers what was forwarded to a replica that is gone, to wherever its jobs run now.
+    async fn drain_inbox(self: &Arc<Self>, replica: &str) {
+        let Some(ownership) = &self.ownership else {
+            return;
+        };
+        let messages = match ownership.drain(replica).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "could not drain a gone replica's delegation inbox");
+                return;
+            }
+        };
+        if !messages.is_empty() {
+            tracing::info!(count = messages.len(), %replica, "delivering signals left for a gone replica");
+        }
+        for (field, generation, signal) in messages {
+            let Ok(key) = key_of(&field) else { continue };
+            if !self.deliver(&key, Some(&generation), signal) {
+                // Not adopted here: route it (a further gone replica's inbox waits for the next scan).
+                self.route_signal(&key, signal).await;
+            }
+        }
+    }
+
+    /// True if this replica runs the job for `key` from memory only.
+    fn runs_unstored(&self, key: &JobKey) -> bool {
+        self.lock_jobs()
+            .get(key)
+            .is_some_and(|job| !job.stored.load(Ordering::SeqCst))
+    }
+
+    /// True if this replica's current job for `key` is `generation`.
+    fn is_current(&self, key: &JobKey, generation: &str) -> bool {
+        self.lock_jobs()
+            .get(key)
+            .is_some_and(|job| job.generation == generation)
+    }
+
+    /// The lock that serialises adds (and late first writes) for `key`.
+    fn add_lock(&self, key: &JobKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .add_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Locks nobody waits for any more go, so the map holds only adds under way.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    /// Remembers a finished job whose deletion failed, for [`Shared::retry_finishes`].
+    fn finish_later(&self, lease: Lease) {
+        self.pending_finishes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(lease);
+    }
+
+    /// Deletes finished jobs whose deletion failed earlier; keeps those that fail again.
+    async fn retry_finishes(&self) {
+        let Some(ownership) = &self.ownership else {
+            return;
+        };
+        let pending = std::mem::take(
+            &mut *self
+                .pending_finishes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for lease in pending {
+            if ownership.finish(&lease).await.is_err() {
+                self.finish_later(lease);
+            }
+        }
+    }
+
     fn lock_jobs(&self) -> MutexGuard<'_, HashMap<JobKey, LocalJob>> {
         // Every critical section is a single map operation, so a poisoned map is still consistent.
         self.jobs
@@ -274,26 +403,46 @@ impl Shared {
         *self.shutting_down.borrow()
     }
 
-    /// Starts a task for a job, replacing (and so stopping) any local job for the same key.
+    /// Starts a task for a job, replacing (and so stopping) any local job for the same key. `lease` is
+    /// None only without Redis; `stored` says whether Redis has the job yet.
     fn spawn(
         self: &Arc<Self>,
         params: JobParams,
         generation: String,
         lease: Option<Lease>,
-        first: Option<Signal>,
+        stored: bool,
+        resumed: Resumed,
+        first: Vec<Signal>,
     ) {
         let (signals, receiver) = mpsc::channel(SIGNAL_QUEUE);
         let (replacement, replaced) = oneshot::channel();
-        if let Some(signal) = first {
-            // The queue is empty and large enough.
+        for signal in first {
+            // The queue is empty and large enough for the two signals a resumed job may start with.
             let _ = signals.try_send(signal);
         }
         let key = params.key.clone();
         let watcher = signals.clone();
+        let stored = Arc::new(AtomicBool::new(stored));
+        let keeper = lease.map(|lease| Keeper {
+            shared: self.clone(),
+            key: key.clone(),
+            value: Arc::new(Mutex::new(
+                JobRecord {
+                    params: params.clone(),
+                    restarted_at: time::OffsetDateTime::now_utc(),
+                    generation: generation.clone(),
+                    connected: resumed == Resumed::Connected,
+                }
+                .to_json(),
+            )),
+            lease,
+            stored: stored.clone(),
+        });
         let previous = self.lock_jobs().insert(
             key,
             LocalJob {
                 generation: generation.clone(),
+                stored,
                 signals,
                 _replacement: replacement,
             },
@@ -306,7 +455,8 @@ impl Shared {
             shared: self.clone(),
             params: Arc::new(params),
             generation,
-            lease,
+            keeper,
+            resumed,
             state: State::WaitingForInitialConnect,
             restart_deadline: None,
             next_reset: None,
@@ -336,7 +486,8 @@ impl Shared {
     }
 
     /// Resumes a stored job this replica has just leased: expired ones are deleted without any call;
-    /// others start over waiting for their participant (optionally with a first signal).
+    /// others start over waiting for their participant, or, if they had been seen, connected (then
+    /// optionally with a first signal).
     async fn resume(self: &Arc<Self>, lease: &Lease, value: &str, first: Option<Signal>) {
         let Some(ownership) = &self.ownership else {
             return;
@@ -349,29 +500,55 @@ impl Shared {
             Ok(record) if record.expired(time::OffsetDateTime::now_utc()) => {
                 tracing::info!(room = %record.params.key.room, identity = %record.params.key.identity,
                     "purging an expired delegation job");
-                ownership.finish(lease).await;
+                if let Err(error) = ownership.finish(lease).await {
+                    tracing::warn!(%error, "could not delete an expired delegation job from Redis");
+                    self.finish_later(lease.clone());
+                }
             }
             Ok(record) => {
                 tracing::info!(room = %record.params.key.room, identity = %record.params.key.identity,
-                    "resuming a stored delegation job");
-                self.spawn(record.params, record.generation, Some(lease.clone()), first);
+                    connected = record.connected, "resuming a stored delegation job");
+                let (resumed, mut signals) = if record.connected {
+                    (
+                        Resumed::Connected,
+                        vec![Signal::ParticipantLookupSuccessful],
+                    )
+                } else {
+                    (Resumed::Waiting, Vec::new())
+                };
+                signals.extend(first);
+                self.spawn(
+                    record.params,
+                    record.generation,
+                    Some(lease.clone()),
+                    true,
+                    resumed,
+                    signals,
+                );
             }
         }
     }
 
-    /// Leases and resumes every stored job nobody holds. Entries that cannot be read are reported once.
-    async fn adopt_orphans(self: &Arc<Self>, unusable: &mut HashSet<String>) {
+    /// Leases and resumes every stored job nobody (alive) holds, with `own` also those leased to this
+    /// replica's name, then drains the inboxes of the replicas they were taken from. Entries that
+    /// cannot be read are reported once.
+    async fn adopt_orphans(self: &Arc<Self>, unusable: &mut HashSet<String>, own: bool) {
         let Some(ownership) = &self.ownership else {
             return;
         };
-        let adopted = match ownership.adopt_orphans().await {
+        // Jobs that ended while Redis was away must not be adopted as if they had not.
+        self.retry_finishes().await;
+        let adopted = match ownership.adopt_orphans(own).await {
             Ok(adopted) => adopted,
             Err(error) => {
                 tracing::warn!(%error, "could not scan Redis for delegation jobs to resume");
                 return;
             }
         };
-        for (lease, value) in adopted {
+        for replica in &adopted.gone {
+            tracing::info!(%replica, "adopting the delegation jobs of a replica without a heartbeat");
+        }
+        for (lease, value) in adopted.jobs {
             let running_here = key_of(&lease.field).is_ok_and(|key| {
                 self.lock_jobs()
                     .get(&key)
@@ -389,6 +566,30 @@ impl Shared {
             }
             self.resume(&lease, &value, None).await;
         }
+        for replica in adopted.gone {
+            self.drain_inbox(&replica).await;
+        }
+    }
+
+    /// Refreshes this replica's heartbeat, and retries deletions that failed, until shutdown.
+    async fn keep_alive(self: Arc<Self>) {
+        let Some(ownership) = &self.ownership else {
+            return;
+        };
+        let mut shutdown = self.shutting_down.subscribe();
+        let mut tick = tokio::time::interval(self.timing.heartbeat_interval());
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|down| *down) => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = ownership.heartbeat().await {
+                tracing::warn!(%error, "could not refresh this replica's heartbeat in Redis");
+                continue;
+            }
+            self.retry_finishes().await;
+        }
     }
 
     /// Periodically adopts jobs whose driver died or left, until shutdown.
@@ -404,7 +605,7 @@ impl Shared {
                 _ = shutdown.wait_for(|down| *down) => return,
                 () = tokio::time::sleep(period) => {}
             }
-            self.adopt_orphans(&mut unusable).await;
+            self.adopt_orphans(&mut unusable, false).await;
         }
     }
 
@@ -430,14 +631,6 @@ impl Shared {
                     tokio::time::sleep(self.timing.backoff_initial).await;
                 }
             }
-        }
-    }
-
-    /// May this job call the homeserver now? Without Redis (or without a stored entry) it always may.
-    async fn may_call(&self, lease: Option<&Lease>) -> bool {
-        match (&self.ownership, lease) {
-            (Some(ownership), Some(lease)) => ownership.confirm(lease).await == Standing::Held,
-            _ => true,
         }
     }
 
@@ -503,12 +696,115 @@ enum Wake {
 
 type RestartFuture = Pin<Box<dyn Future<Output = RestartOutcome> + Send>>;
 
+/// How a job came to run here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resumed {
+    /// Added by a request to this replica.
+    No,
+    /// Resumed from Redis, its participant never seen: it waits for them as a new job does.
+    Waiting,
+    /// Resumed from Redis after its participant had been seen: it starts connected, and LiveKit is
+    /// asked whether they are still there (a leave may have gone unseen while nobody drove the job).
+    Connected,
+}
+
+/// A job's hold on Redis: its lease, and its entry, which it writes late if Redis was away when the
+/// job was added, and again if Redis lost it.
+#[derive(Clone)]
+struct Keeper {
+    shared: Arc<Shared>,
+    key: JobKey,
+    lease: Lease,
+    /// Shared with the job's [`LocalJob`].
+    stored: Arc<AtomicBool>,
+    /// The job's current stored value (what a late or repeated write files).
+    value: Arc<Mutex<String>>,
+}
+
+impl Keeper {
+    fn ownership(&self) -> Option<&Ownership> {
+        self.shared.ownership.as_ref()
+    }
+
+    fn value(&self) -> String {
+        self.value
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// May the job go on (and call the homeserver)? Confirms and extends the lease; a job not yet in
+    /// Redis is written now if Redis answers. Redis errors never stop a job (see the module doc of
+    /// [`super::ownership`]).
+    async fn may_go_on(&self) -> bool {
+        let Some(ownership) = self.ownership() else {
+            return true;
+        };
+        if self.stored.load(Ordering::SeqCst) {
+            return ownership.confirm(&self.lease, &self.value()).await == Standing::Held;
+        }
+        let lock = self.shared.add_lock(&self.key);
+        let _serialised = lock.lock().await;
+        if !self.shared.is_current(&self.key, &self.lease.generation) {
+            // A newer add for the key took over (and wrote its own entry).
+            return false;
+        }
+        match ownership.claim(&self.lease, &self.value()).await {
+            Ok(()) => {
+                self.stored.store(true, Ordering::SeqCst);
+                tracing::info!(room = %self.key.room, identity = %self.key.identity,
+                    "a delegation job held in memory only is stored in Redis now");
+            }
+            Err(error) => tracing::debug!(%error, "Redis still cannot store a delegation job"),
+        }
+        true
+    }
+
+    /// Stores a new value for the job (after a restart).
+    async fn record(&self, value: String) -> Standing {
+        *self
+            .value
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = value.clone();
+        match self.ownership() {
+            Some(ownership) if self.stored.load(Ordering::SeqCst) => {
+                ownership.record(&self.lease, &value).await
+            }
+            _ if self.may_go_on().await => Standing::Held,
+            _ => Standing::Lost,
+        }
+    }
+
+    /// Deletes the ended job from Redis, now or (if Redis does not answer) later.
+    async fn finish(&self) {
+        let Some(ownership) = self.ownership() else {
+            return;
+        };
+        if let Err(error) = ownership.finish(&self.lease).await {
+            tracing::warn!(%error, "could not delete a finished delegation job from Redis; retrying later");
+            self.shared.finish_later(self.lease.clone());
+        }
+    }
+
+    /// Renews the lease every `every` until it is lost; never returns while it is held.
+    async fn hold(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.may_go_on().await {
+                return;
+            }
+        }
+    }
+}
+
 /// The task that drives one job.
 struct Driver {
     shared: Arc<Shared>,
     params: Arc<JobParams>,
     generation: String,
-    lease: Option<Lease>,
+    /// None only without Redis.
+    keeper: Option<Keeper>,
+    resumed: Resumed,
     state: State,
     /// When the homeserver fires the event unless restarted (set on connecting and after each restart).
     restart_deadline: Option<Instant>,
@@ -574,6 +870,7 @@ impl Driver {
             self.shared.clone(),
             self.params.clone(),
             watcher,
+            self.resumed == Resumed::Connected,
         )));
         let mut shutdown = self.shared.shutting_down.subscribe();
         let renewal = self.shared.timing.lease_renewal();
@@ -584,7 +881,7 @@ impl Driver {
             let waiting =
                 Some(waiting_until).filter(|_| self.state == State::WaitingForInitialConnect);
             let reset = self.next_reset.filter(|_| self.restart.is_none());
-            let holds_lease = self.lease.is_some();
+            let holds_lease = self.keeper.is_some();
             let wake = tokio::select! {
                 biased;
                 _ = &mut replaced => Wake::Signal(Signal::JobReplaced),
@@ -605,7 +902,7 @@ impl Driver {
                     }
                 }
                 Wake::RenewLease => {
-                    if self.shared.may_call(self.lease.as_ref()).await {
+                    if may_call(self.keeper.as_ref()).await {
                         Flow::Continue
                     } else {
                         self.apply(Signal::JobReplaced, &mut replaced).await
@@ -655,16 +952,23 @@ impl Driver {
                     self.restart = Some(Box::pin(restart_until(
                         self.shared.clone(),
                         self.params.clone(),
-                        self.lease.clone(),
+                        self.keeper.clone(),
                         deadline,
                     )));
                 }
                 Effect::Send => {
                     self.restart = None;
                     self.next_reset = None;
+                    // The send and its retry waits may outlast the lease: keep renewing it meanwhile.
+                    let hold = OptionFuture::from(
+                        self.keeper
+                            .clone()
+                            .map(|keeper| keeper.hold(self.shared.timing.lease_renewal())),
+                    );
                     let outcome = tokio::select! {
                         biased;
                         _ = &mut *replaced => SendOutcome::Lost,
+                        Some(()) = hold => SendOutcome::Lost,
                         outcome = self.send() => outcome,
                     };
                     tracing::info!(room = %key.room, identity = %key.identity, ?outcome, "delayed leave send finished");
@@ -673,8 +977,8 @@ impl Driver {
                     }
                 }
                 Effect::Forget => {
-                    if let (Some(ownership), Some(lease)) = (&self.shared.ownership, &self.lease) {
-                        ownership.finish(lease).await;
+                    if let Some(keeper) = &self.keeper {
+                        keeper.finish().await;
                     }
                     return Flow::Stop;
                 }
@@ -694,15 +998,14 @@ impl Driver {
                 let now = Instant::now();
                 self.restart_deadline = Some(after(now, self.params.delay_timeout));
                 self.next_reset = Some(after(now, job::reset_interval(self.params.delay_timeout)));
-                let (Some(ownership), Some(lease)) = (&self.shared.ownership, &self.lease) else {
-                    return None;
-                };
+                let keeper = self.keeper.as_ref()?;
                 let record = JobRecord {
                     params: (*self.params).clone(),
                     restarted_at: time::OffsetDateTime::now_utc(),
                     generation: self.generation.clone(),
+                    connected: true,
                 };
-                match ownership.record(lease, &record.to_json()).await {
+                match keeper.record(record.to_json()).await {
                     Standing::Held => None,
                     Standing::Lost => Some(Signal::JobReplaced),
                 }
@@ -730,7 +1033,7 @@ impl Driver {
         let end = after(now, window);
         let mut backoff = Backoff::new(timing.backoff_initial, timing.backoff_max);
         loop {
-            if !self.shared.may_call(self.lease.as_ref()).await {
+            if !may_call(self.keeper.as_ref()).await {
                 return SendOutcome::Lost;
             }
             let Some(reply) = self.shared.attempt(&self.params, Action::Send).await else {
@@ -753,9 +1056,19 @@ impl Driver {
     /// Graceful shutdown: no calls, the stored job stays, and its lease is released so that the next
     /// instance (or another replica) resumes it at once.
     async fn leave_for_successor(&mut self) {
-        if let (Some(ownership), Some(lease)) = (&self.shared.ownership, &self.lease) {
-            ownership.release(lease).await;
+        if let Some(keeper) = &self.keeper
+            && let Some(ownership) = keeper.ownership()
+        {
+            ownership.release(&keeper.lease).await;
         }
+    }
+}
+
+/// May this job call the homeserver now? Without Redis it always may.
+async fn may_call(keeper: Option<&Keeper>) -> bool {
+    match keeper {
+        Some(keeper) => keeper.may_go_on().await,
+        None => true,
     }
 }
 
@@ -763,7 +1076,7 @@ impl Driver {
 async fn restart_until(
     shared: Arc<Shared>,
     params: Arc<JobParams>,
-    lease: Option<Lease>,
+    keeper: Option<Keeper>,
     deadline: Instant,
 ) -> RestartOutcome {
     let mut backoff = Backoff::new(shared.timing.backoff_initial, shared.timing.backoff_max);
@@ -771,7 +1084,7 @@ async fn restart_until(
         if Instant::now() >= deadline {
             return RestartOutcome::TimedOut;
         }
-        if !shared.may_call(lease.as_ref()).await {
+        if !may_call(keeper.as_ref()).await {
             return RestartOutcome::Lost;
         }
         let Some(reply) = shared.attempt(&params, Action::Restart).await else {
@@ -790,10 +1103,14 @@ async fn restart_until(
 /// (reporting it once) or the waiting time is over; phase 2, when sanity checks are on, then polls at
 /// that interval until LiveKit confirms they are gone. Lookup errors other than "not found" change
 /// nothing. Runs until found-and-gone, or until the job ends and aborts it.
+///
+/// A job resumed connected (`confirm`) already counts as found: phase 1 instead asks until LiveKit
+/// answers, and a "not found" then reports the participant gone at once.
 async fn watch_participant(
     shared: Arc<Shared>,
     params: Arc<JobParams>,
     signals: mpsc::Sender<Signal>,
+    confirm: bool,
 ) {
     let (room, identity) = (&params.key.room, &params.key.identity);
     let give_up = after(
@@ -804,6 +1121,10 @@ async fn watch_participant(
     loop {
         match shared.livekit.is_present(room, identity).await {
             Ok(true) => break,
+            Ok(false) if confirm => {
+                let _ = signals.send(Signal::SfuParticipantGone).await;
+                return;
+            }
             Ok(false) => {}
             Err(error) => tracing::debug!(%error, %room, %identity, "participant lookup failed"),
         }
@@ -813,10 +1134,11 @@ async fn watch_participant(
         }
         sleep_until(wake).await;
     }
-    if signals
-        .send(Signal::ParticipantLookupSuccessful)
-        .await
-        .is_err()
+    if !confirm
+        && signals
+            .send(Signal::ParticipantLookupSuccessful)
+            .await
+            .is_err()
     {
         return;
     }
@@ -959,6 +1281,7 @@ mod tests {
             redis_url: None,
             sanity_check_interval,
             timing: Timing::default(),
+            replica_id: None,
         };
         let metrics = Arc::new(Metrics::new());
         let delegation = Delegation::start(settings, hs.clone(), livekit.clone(), metrics.clone())

@@ -7,8 +7,10 @@
 //!   writes it (HTML-escaped); value = `{"Params":{"DelayId","DelayTimeout"(int64 ns),"ServerName",
 //!   "LiveKitRoom","LiveKitIdentity"},"RestartedAt"(RFC 3339, nanoseconds)}`.
 //! - Ours on top, ignored by the reference's reader: a `"Generation"` member in the value (absent in
-//!   entries the reference wrote, which count as generation ""), lease keys `lk-jwt:lease:<field>` and
-//!   per-replica signal inboxes `lk-jwt:inbox:<replica>`; see [`super::ownership`] for what they mean.
+//!   entries the reference wrote, which count as generation ""), a `"Connected": true` member once the
+//!   participant was seen (so that a job resumed elsewhere knows a leave must be sent), lease keys
+//!   `lk-jwt:lease:<field>`, per-replica heartbeats `lk-jwt:replica:<replica>` and per-replica signal
+//!   inboxes `lk-jwt:inbox:<replica>`; see [`super::ownership`] for what they mean.
 //!
 //! Every write that must not race with another replica is one Lua script, so it is atomic in Redis.
 //! The scripts touch keys they derive from hash fields, which a standalone Redis (the reference's only
@@ -30,6 +32,8 @@ pub const JOBS_KEY: &str = "lk-jwt:jobs";
 pub const LEASE_PREFIX: &str = "lk-jwt:lease:";
 /// Prefix of a replica's list of signals forwarded to it; the rest is the replica ID.
 pub const INBOX_PREFIX: &str = "lk-jwt:inbox:";
+/// Prefix of a replica's heartbeat key (present while the replica lives); the rest is the replica ID.
+pub const HEARTBEAT_PREFIX: &str = "lk-jwt:replica:";
 
 /// Redis went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +85,8 @@ pub struct JobRecord {
     pub restarted_at: OffsetDateTime,
     /// Random per job; "" for entries the reference wrote.
     pub generation: String,
+    /// The participant was seen in the room (the job was Connected when last written).
+    pub connected: bool,
 }
 
 /// The stored JSON. Member names are the reference's Go field names (its struct has no JSON tags).
@@ -96,6 +102,14 @@ struct StoredJob {
         skip_serializing_if = "String::is_empty"
     )]
     generation: String,
+    #[serde(rename = "Connected", default, skip_serializing_if = "is_false")]
+    connected: bool,
+}
+
+// Serde's `skip_serializing_if` takes a function of a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +142,7 @@ impl JobRecord {
             },
             restarted_at: format_go_time(self.restarted_at),
             generation: self.generation.clone(),
+            connected: self.connected,
         };
         // Serialising plain strings and integers cannot fail.
         serde_json::to_string(&stored).unwrap_or_default()
@@ -151,12 +166,19 @@ impl JobRecord {
             },
             restarted_at,
             generation: stored.generation,
+            connected: stored.connected,
         })
     }
 
     /// True once the homeserver has fired (or dropped) the event on its own: restarted at + timeout ≤ now.
+    /// A time so far off that the sum is not a date (a corrupt entry: RFC 3339 allows year 9999 and the
+    /// timeout may be 292 years) counts as expired: such a job is purged without any call (the
+    /// homeserver fires or drops the event on its own), never a panic.
     pub fn expired(&self, now: OffsetDateTime) -> bool {
-        self.restarted_at + self.params.delay_timeout <= now
+        let timeout = time::Duration::try_from(self.params.delay_timeout).ok();
+        timeout
+            .and_then(|timeout| self.restarted_at.checked_add(timeout))
+            .is_none_or(|expiry| expiry <= now)
     }
 }
 
@@ -205,29 +227,26 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return 1
 ";
 
-/// KEYS: jobs, lease. ARGV: field, holder, generation, ttl ms. 1 if the caller still drives the job (and
-/// its lease is extended, or re-taken if it lapsed without anyone else taking it), 0 if not.
-const LUA_CONFIRM: &str = r"
-local value = redis.call('HGET', KEYS[1], ARGV[1])
-if not value or generation_of(value) ~= ARGV[3] then return 0 end
-local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[2] then
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return 1
+/// The replica named in a lease value `<replica>/<generation>`.
+const LUA_REPLICA_OF: &str = r"
+local function replica_of(holder)
+  local at = string.find(holder, '/', 1, true)
+  if at then return string.sub(holder, 1, at - 1) end
+  return holder
 end
-if not holder then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
-  return 1
-end
-return 0
 ";
 
-/// KEYS: jobs, lease. ARGV: field, holder, generation, new value. Rewrites the job if the caller drives it.
-const LUA_UPDATE: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+/// KEYS: jobs, lease. ARGV: field, holder, generation, ttl ms, value, write ('1' or '0'). 1 if the
+/// caller still drives the job, 0 if not. When it does, its lease is extended (or re-taken if it lapsed
+/// and nobody else took it), the value is written if asked, and re-filed if the entry vanished (a Redis
+/// that restarted without its data): a running job is never dropped because Redis forgot it.
+const LUA_KEEP: &str = r"
 local value = redis.call('HGET', KEYS[1], ARGV[1])
-if not value or generation_of(value) ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+if value and generation_of(value) ~= ARGV[3] then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then return 0 end
+if not value or ARGV[6] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 return 1
 ";
 
@@ -250,15 +269,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// KEYS: jobs. ARGV: lease prefix, replica, ttl ms. Leases every job nobody holds to the caller and
-/// returns them as field, value, field, value, ...
+/// Whether a lease value names a replica that is gone: one without a heartbeat (`me` never is).
+const LUA_HOLDER_GONE: &str = r"
+local function holder_gone(holder, heartbeat_prefix, me)
+  local replica = replica_of(holder)
+  if replica == me then return false end
+  return redis.call('EXISTS', heartbeat_prefix .. replica) == 0
+end
+";
+
+/// KEYS: jobs. ARGV: lease prefix, replica, ttl ms, heartbeat prefix, own ('1': also jobs leased to
+/// this replica ID, at startup). Leases to the caller every job nobody holds, or whose holder has no
+/// heartbeat, and returns {{field, value, field, value, ...}, {replicas whose jobs were taken}}.
 const LUA_ADOPT_ORPHANS: &str = r"
-local adopted = {}
+local adopted, gone, seen = {}, {}, {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local field, value = all[i], all[i + 1]
   local lease = ARGV[1] .. field
-  if redis.call('EXISTS', lease) == 0 then
+  local holder = redis.call('GET', lease)
+  local orphan = not holder
+  if holder and holder_gone(holder, ARGV[4], ARGV[2]) then
+    orphan = true
+    local replica = replica_of(holder)
+    if not seen[replica] then
+      seen[replica] = true
+      gone[#gone + 1] = replica
+    end
+  end
+  if holder and ARGV[5] == '1' and replica_of(holder) == ARGV[2] then orphan = true end
+  if orphan then
     local generation = generation_of(value)
     if generation then
       redis.call('SET', lease, ARGV[2] .. '/' .. generation, 'PX', ARGV[3])
@@ -267,21 +307,41 @@ for i = 1, #all, 2 do
     end
   end
 end
-return adopted
+return {adopted, gone}
 ";
 
-/// KEYS: jobs, lease. ARGV: field, replica, ttl ms. Where a signal for the job must go: {} if there is no
-/// job, else {holder, value}, after leasing the job to the caller if nobody held it.
+/// KEYS: jobs, lease. ARGV: field, replica, ttl ms, heartbeat prefix. Where a signal for the job must go:
+/// {} if there is no job, else {holder, value, previous}, after leasing the job to the caller if nobody
+/// held it or its holder has no heartbeat (`previous` then names that replica, else is '').
 const LUA_ROUTE: &str = r"
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return {} end
 local holder = redis.call('GET', KEYS[2])
-if holder then return {holder, value} end
+local previous = ''
+if holder then
+  if not holder_gone(holder, ARGV[4], ARGV[2]) then return {holder, value, ''} end
+  previous = replica_of(holder)
+end
 local generation = generation_of(value)
 if not generation then return {} end
 holder = ARGV[2] .. '/' .. generation
 redis.call('SET', KEYS[2], holder, 'PX', ARGV[3])
-return {holder, value}
+return {holder, value, previous}
+";
+
+/// KEYS: jobs, lease. ARGV: field, value. Deletes the job and its lease if the entry is still `value`.
+const LUA_PURGE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+/// KEYS: inbox. Takes every message of a (dead replica's) inbox at once.
+const LUA_DRAIN: &str = r"
+local messages = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return messages
 ";
 
 /// Who holds a job when a signal arrives for it.
@@ -289,8 +349,13 @@ return {holder, value}
 pub enum Holder {
     /// No job is filed under the field.
     NoJob,
-    /// `holder` (possibly the caller, who has just adopted an orphan) holds the job's lease.
-    Held { holder: String, value: String },
+    /// `holder` (possibly the caller, who has just adopted an orphan) holds the job's lease;
+    /// `previous` names the replica without a heartbeat it was taken from, if any.
+    Held {
+        holder: String,
+        value: String,
+        previous: Option<String>,
+    },
 }
 
 /// The Redis connection and the scripts.
@@ -302,12 +367,13 @@ pub struct JobStore {
 
 struct Scripts {
     create: Script,
-    confirm: Script,
-    update: Script,
+    keep: Script,
     finish: Script,
     release: Script,
     adopt_orphans: Script,
     route: Script,
+    purge: Script,
+    drain: Script,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -333,16 +399,22 @@ impl JobStore {
             .query_async::<String>(&mut connection)
             .await?;
         let with_helper = |body: &str| Script::new(&format!("{LUA_GENERATION_OF}{body}"));
+        let with_helpers = |body: &str| {
+            Script::new(&format!(
+                "{LUA_GENERATION_OF}{LUA_REPLICA_OF}{LUA_HOLDER_GONE}{body}"
+            ))
+        };
         Ok(Self {
             connection,
             scripts: std::sync::Arc::new(Scripts {
                 create: Script::new(LUA_CREATE),
-                confirm: with_helper(LUA_CONFIRM),
-                update: with_helper(LUA_UPDATE),
+                keep: with_helper(LUA_KEEP),
                 finish: with_helper(LUA_FINISH),
                 release: Script::new(LUA_RELEASE),
-                adopt_orphans: with_helper(LUA_ADOPT_ORPHANS),
-                route: with_helper(LUA_ROUTE),
+                adopt_orphans: with_helpers(LUA_ADOPT_ORPHANS),
+                route: with_helpers(LUA_ROUTE),
+                purge: Script::new(LUA_PURGE),
+                drain: Script::new(LUA_DRAIN),
             }),
         })
     }
@@ -372,48 +444,31 @@ impl JobStore {
         Ok(())
     }
 
-    /// Whether `holder` still drives generation `generation` of the job; extends (or re-takes) the lease.
-    pub async fn confirm(
+    /// Whether `holder` still drives generation `generation` of the job; if so, extends (or re-takes)
+    /// the lease and writes `value` when `write` is set or the entry vanished.
+    pub async fn keep(
         &self,
         field: &str,
         holder: &str,
         generation: &str,
         ttl: Duration,
+        value: &str,
+        write: bool,
     ) -> Result<bool, StoreError> {
         let held: i64 = self
             .scripts
-            .confirm
+            .keep
             .key(JOBS_KEY)
             .key(Self::lease_key(field))
             .arg(field)
             .arg(holder)
             .arg(generation)
             .arg(ttl_ms(ttl))
+            .arg(value)
+            .arg(if write { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(held == 1)
-    }
-
-    /// Rewrites the job's value if `holder` drives generation `generation`; false if it does not.
-    pub async fn update(
-        &self,
-        field: &str,
-        holder: &str,
-        generation: &str,
-        value: &str,
-    ) -> Result<bool, StoreError> {
-        let updated: i64 = self
-            .scripts
-            .update
-            .key(JOBS_KEY)
-            .key(Self::lease_key(field))
-            .arg(field)
-            .arg(holder)
-            .arg(generation)
-            .arg(value)
-            .invoke_async(&mut self.connection.clone())
-            .await?;
-        Ok(updated == 1)
     }
 
     /// Deletes the job if it is still generation `generation`, and the lease if `holder` holds it.
@@ -447,19 +502,24 @@ impl JobStore {
         Ok(())
     }
 
-    /// Leases every unleased job to `replica` and returns them as (field, value).
+    /// Leases to `replica` every job nobody holds or whose holder has no heartbeat (and, with `own`,
+    /// every job leased to `replica` itself); returns them as (field, value), and the replicas whose
+    /// jobs were taken.
     pub async fn adopt_orphans(
         &self,
         replica: &str,
         ttl: Duration,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let flat: Vec<String> = self
+        own: bool,
+    ) -> Result<(Vec<(String, String)>, Vec<String>), StoreError> {
+        let (flat, gone): (Vec<String>, Vec<String>) = self
             .scripts
             .adopt_orphans
             .key(JOBS_KEY)
             .arg(LEASE_PREFIX)
             .arg(replica)
             .arg(ttl_ms(ttl))
+            .arg(HEARTBEAT_PREFIX)
+            .arg(if own { "1" } else { "0" })
             .invoke_async(&mut self.connection.clone())
             .await?;
         let mut pairs = Vec::with_capacity(flat.len() / 2);
@@ -467,10 +527,54 @@ impl JobStore {
         while let (Some(field), Some(value)) = (items.next(), items.next()) {
             pairs.push((field, value));
         }
-        Ok(pairs)
+        Ok((pairs, gone))
     }
 
-    /// Who holds the job filed under `field`, leasing it to `replica` if nobody does.
+    /// Every stored job as (field, value).
+    pub async fn all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(JOBS_KEY)
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// Deletes the job under `field` and its lease if its entry still reads `value`.
+    pub async fn purge(&self, field: &str, value: &str) -> Result<bool, StoreError> {
+        let purged: i64 = self
+            .scripts
+            .purge
+            .key(JOBS_KEY)
+            .key(Self::lease_key(field))
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(purged == 1)
+    }
+
+    /// Marks `replica` alive for `ttl`.
+    pub async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), StoreError> {
+        redis::cmd("SET")
+            .arg(format!("{HEARTBEAT_PREFIX}{replica}"))
+            .arg("alive")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async::<()>(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Takes every message out of `replica`'s inbox.
+    pub async fn drain_inbox(&self, replica: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scripts
+            .drain
+            .key(format!("{INBOX_PREFIX}{replica}"))
+            .invoke_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// Who holds the job filed under `field`, leasing it to `replica` if nobody (alive) does.
     pub async fn route(
         &self,
         field: &str,
@@ -485,11 +589,16 @@ impl JobStore {
             .arg(field)
             .arg(replica)
             .arg(ttl_ms(ttl))
+            .arg(HEARTBEAT_PREFIX)
             .invoke_async(&mut self.connection.clone())
             .await?;
         let mut reply = reply.into_iter();
-        Ok(match (reply.next(), reply.next()) {
-            (Some(holder), Some(value)) => Holder::Held { holder, value },
+        Ok(match (reply.next(), reply.next(), reply.next()) {
+            (Some(holder), Some(value), previous) => Holder::Held {
+                holder,
+                value,
+                previous: previous.filter(|previous| !previous.is_empty()),
+            },
             _ => Holder::NoJob,
         })
     }
@@ -608,6 +717,7 @@ mod tests {
             },
             restarted_at: datetime!(2026-07-23 10:11:12.5 UTC),
             generation: "0123abcd".into(),
+            connected: false,
         }
     }
 
@@ -687,6 +797,38 @@ mod tests {
         let at = record.restarted_at;
         assert!(!record.expired(at + Duration::from_secs(29)));
         assert!(record.expired(at + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_time_at_the_end_of_the_calendar_counts_as_expired_instead_of_panicking() {
+        // Both parse: RFC 3339 allows year 9999, and a timeout up to i64 nanoseconds (292 years).
+        for (restarted_at, timeout_ns) in [
+            ("9999-12-31T23:59:59.999999999Z", i64::MAX),
+            ("9999-12-31T23:59:59Z", 1_000_000_000),
+        ] {
+            let value = format!(
+                r#"{{"Params":{{"DelayId":"d","DelayTimeout":{timeout_ns},"ServerName":"s","LiveKitRoom":"r","LiveKitIdentity":"i"}},"RestartedAt":"{restarted_at}"}}"#
+            );
+            let record = JobRecord::parse(r#"["r","i"]"#, &value).expect("parses");
+            assert!(
+                record.expired(OffsetDateTime::now_utc()),
+                "{restarted_at} + {timeout_ns} ns"
+            );
+        }
+    }
+
+    #[test]
+    fn the_connected_mark_round_trips_and_is_absent_until_set() {
+        assert!(!record().to_json().contains("Connected"));
+        let connected = JobRecord {
+            connected: true,
+            ..record()
+        };
+        assert!(connected.to_json().ends_with(r#","Connected":true}"#));
+        assert_eq!(
+            JobRecord::parse(r#"["room","identity"]"#, &connected.to_json()).expect("parses"),
+            connected
+        );
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! `/sfu_webhook` (spec §1.6): LiveKit tells us participants joined or left; the delegation engine turns
 //! that into restarts and sends. Any method is accepted and the answer is always an empty 200, whatever
 //! went wrong (LiveKit would only retry); what went wrong is logged and counted.
+//!
+//! One exception: a body that does not arrive within [`BODY_READ_TIMEOUT`] is cut off with an empty
+//! 408 and the connection closed. The reference has no such bound; LiveKit sends a few kilobytes at
+//! once, so only a peer holding a connection open by dripping bytes ever meets it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::header::AUTHORIZATION;
+use http::StatusCode;
+use http::header::{AUTHORIZATION, CONNECTION};
 
 use super::AppState;
 use crate::delegation::{JobKey, Signal};
@@ -16,11 +22,25 @@ use crate::telemetry::WebhookOutcome;
 
 /// LiveKit's webhook bodies are a few kilobytes; anything far larger is not one.
 const BODY_LIMIT: usize = 1 << 20;
+/// How long the whole body may take once the headers are in.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let outcome = match axum::body::to_bytes(body, BODY_LIMIT).await {
+    let Ok(read) =
+        tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT)).await
+    else {
+        tracing::info!("cut off a webhook whose body did not arrive in time");
+        state.metrics.webhook(WebhookOutcome::Malformed);
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        response
+            .headers_mut()
+            .insert(CONNECTION, http::HeaderValue::from_static("close"));
+        return response;
+    };
+    let outcome = match read {
         Ok(body) => {
             let authorization = parts
                 .headers

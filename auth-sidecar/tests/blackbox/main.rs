@@ -9,6 +9,7 @@ mod support;
 
 mod config;
 mod delegation;
+mod delegation_faults;
 mod get_token;
 mod harness;
 mod hostile_homeserver;

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use super::{SOON, Setup, identity, pause, room};
+use redis::AsyncCommands;
+
+use super::{SOON, Setup, field, identity, pause, room};
 use crate::support::bounded;
-use crate::support::client_server::{RESTART, SEND};
+use crate::support::client_server::{Answer, RESTART, SEND};
 use crate::support::webhook;
 
 #[tokio::test]
@@ -211,6 +213,115 @@ async fn a_waiting_job_sends_once_whichever_replica_dies() {
             .await;
         pause(1.0).await;
         assert_eq!(setup.cs.actions(), [("syd_w".to_owned(), SEND.to_owned())]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_lease_is_renewed_while_a_send_waits_to_retry() {
+    bounded(async {
+        let Some(setup) = Setup::with_redis("lease during send retries").await else {
+            return;
+        };
+        let a = setup.service().start().await;
+        let _b = setup.service().start().await;
+        let user = setup.user("t", "alice");
+        let identity = identity(&user, "m1");
+        setup.world.livekit.add_participant(&room(), &identity);
+        // The retry waits 4 s: far longer than the (scaled) 1.5 s lease.
+        setup.cs.script(
+            "syd_retry",
+            SEND,
+            vec![
+                Answer {
+                    status: 429,
+                    headers: vec![("retry-after", "4".to_owned())],
+                    body: r#"{"errcode":"M_LIMIT_EXCEEDED"}"#.to_owned(),
+                },
+                Answer::status(200),
+            ],
+        );
+        let response = a
+            .post_json(
+                "/delegate_delayed_leave",
+                &setup.body("t", &user, "m1", "syd_retry", 20_000),
+            )
+            .await;
+        assert_eq!(response.status, 200);
+        setup.cs.wait_for("syd_retry", RESTART, 1, SOON).await;
+        setup.world.livekit.remove_participant(&room(), &identity);
+        webhook::send(
+            &a,
+            &webhook::participant_event("participant_left", &room(), &identity, "CLIENT_INITIATED"),
+        )
+        .await;
+        setup.cs.wait_for("syd_retry", SEND, 1, SOON).await;
+
+        let mut redis = setup.redis().await;
+        let lease_key = format!("lk-jwt:lease:{}", field(&identity));
+        let first: Option<String> = redis.get(&lease_key).await.expect("GET lease");
+        let first = first.expect("the sender holds the lease");
+        for _ in 0..30 {
+            let holder: Option<String> = redis.get(&lease_key).await.expect("GET lease");
+            assert_eq!(
+                holder.as_ref(),
+                Some(&first),
+                "the lease lapsed or moved mid-send"
+            );
+            if setup.cs.count("syd_retry", SEND) >= 2 {
+                break;
+            }
+            pause(0.1).await;
+        }
+        setup
+            .cs
+            .wait_for("syd_retry", SEND, 2, Duration::from_secs(6))
+            .await;
+        pause(1.0).await;
+        assert_eq!(
+            setup.cs.count("syd_retry", SEND),
+            2,
+            "{:?}",
+            setup.cs.actions()
+        );
+        assert!(setup.stored_jobs().await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_adds_for_one_participant_leave_one_consistent_job() {
+    bounded(async {
+        let Some(setup) = Setup::with_redis("concurrent adds").await else {
+            return;
+        };
+        let service = setup.service().start().await;
+        let user = setup.user("t", "alice");
+        let adds = (0..8).map(|n| {
+            let body = setup.body("t", &user, "m1", &format!("syd_c{n}"), 1500);
+            let service = &service;
+            async move { service.post_json("/delegate_delayed_leave", &body).await }
+        });
+        for response in futures::future::join_all(adds).await {
+            assert_eq!(response.status, 200, "{}", response.text());
+        }
+        let stored = setup.stored_jobs().await;
+        assert_eq!(stored.len(), 1);
+        let winner = stored[0].1["Params"]["DelayId"]
+            .as_str()
+            .expect("DelayId")
+            .to_owned();
+        // Nobody joins: the job Redis holds sends at its timeout, and no other one does.
+        setup
+            .cs
+            .wait_for(&winner, SEND, 1, Duration::from_secs(5))
+            .await;
+        pause(1.0).await;
+        assert_eq!(
+            setup.cs.actions(),
+            [(winner, SEND.to_owned())],
+            "exactly the stored job sends"
+        );
     })
     .await;
 }

@@ -120,3 +120,109 @@ impl RedisServer {
         self.try_connect().await.expect("connect to redis-server")
     }
 }
+
+/// Outages for the fault tests: the server is killed (SIGKILL) and later started again on the same
+/// port, directory and options. Started with [`RedisServer::start_persistent_or_skip`], it keeps its
+/// data across the outage (an append-only file, fsync'd on every write), as a production Redis would.
+pub mod outage {
+    use super::*;
+
+    /// A redis-server that can be killed and started again.
+    pub struct RestartableRedis {
+        port: u16,
+        dir: TempDir,
+        child: Option<Child>,
+    }
+
+    impl RestartableRedis {
+        /// Starts one with an append-only file, or None after a loud SKIP line.
+        pub async fn start_persistent_or_skip(test: &str) -> Option<Self> {
+            let mut redis = Self {
+                port: free_port(),
+                dir: TempDir::new("redis-outage"),
+                child: None,
+            };
+            match redis.spawn() {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "\n!!!!!!!! SKIPPED {test}: `{BINARY}` is not installed (apt-get install redis-server) !!!!!!!!\n"
+                    );
+                    return None;
+                }
+                Err(error) => panic!("could not start {BINARY}: {error}"),
+            }
+            redis.wait_ready().await;
+            Some(redis)
+        }
+
+        fn spawn(&mut self) -> std::io::Result<()> {
+            let child = Command::new(BINARY)
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .args(["--protected-mode", "yes"])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?;
+            self.child = Some(child);
+            Ok(())
+        }
+
+        async fn wait_ready(&self) {
+            let deadline = Instant::now() + STARTUP_TIMEOUT;
+            loop {
+                let client = redis::Client::open(self.url()).expect("redis URL");
+                if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
+                    let pong: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut connection).await;
+                    if pong.is_ok() {
+                        return;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{BINARY} did not answer PING within {STARTUP_TIMEOUT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        /// `redis://127.0.0.1:<port>`.
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Kills the server (SIGKILL) and waits until it is gone.
+        pub async fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                child.kill().await.expect("kill redis-server");
+            }
+        }
+
+        /// Starts it again on the same port with the same data directory; waits until it answers.
+        pub async fn start_again(&mut self) {
+            self.spawn().expect("start redis-server again");
+            self.wait_ready().await;
+        }
+
+        /// A connection for the test's own reads and writes.
+        pub async fn connect(&self) -> MultiplexedConnection {
+            redis::Client::open(self.url())
+                .expect("redis URL")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to redis-server")
+        }
+    }
+}

@@ -216,6 +216,17 @@ impl Service {
         assert_eq!(result, 0, "kill(SIGTERM) failed");
     }
 
+    /// The process ID (fault tests read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("service still running")
+    }
+
+    /// Kills the process with SIGKILL (no graceful anything) and waits until it is gone, so that its
+    /// port is free for a successor.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill the service");
+    }
+
     /// Waits for the process to exit; None if it is still running after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
         let status = tokio::time::timeout(timeout, self.child.wait())
