@@ -67,7 +67,7 @@ pub const DRAIN_SECONDS_WITHOUT_REDIS: i64 = 30;
 
 /// Environment variables of the authorisation service that the operator owns; `auth.extraEnv` may
 /// not set them (the ones the operator does not set would change how the ones it sets are read).
-pub const RESERVED_AUTH_ENV: [&str; 12] = [
+pub const RESERVED_AUTH_ENV: [&str; 14] = [
     env::LIVEKIT_URL,
     env::LIVEKIT_KEY,
     env::LIVEKIT_SECRET,
@@ -76,6 +76,8 @@ pub const RESERVED_AUTH_ENV: [&str; 12] = [
     env::LIVEKIT_KEY_FILE,
     env::LIVEKIT_KEYS_FILE,
     env::LIVEKIT_FULL_ACCESS_HOMESERVERS,
+    env::LIVEKIT_TRUSTED_HOMESERVERS,
+    env::LIVEKIT_REPLICA_ID,
     env::LIVEKIT_JWT_BIND,
     env::LIVEKIT_JWT_PORT,
     env::LIVEKIT_CS_API_URL_OVERRIDES,

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, Volume, VolumeMount,
+    ObjectFieldSelector, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -88,6 +88,25 @@ pub fn env(v: &Validated) -> Vec<EnvVar> {
             env::LIVEKIT_FULL_ACCESS_HOMESERVERS,
             v.full_access().env_value(),
         ),
+        // The own homeserver is reached wherever it resolves, private addresses included: with a
+        // full-access list of `*` the SSRF guard would otherwise refuse an in-cluster homeserver.
+        value(
+            env::LIVEKIT_TRUSTED_HOMESERVERS,
+            v.server_name().to_owned(),
+        ),
+        // The pod name: a container restarted in the same pod takes back its delegated-leave jobs at
+        // once instead of waiting for its old leases to lapse. Unique among live pods, as required.
+        EnvVar {
+            name: env::LIVEKIT_REPLICA_ID.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: Some("v1".to_owned()),
+                    field_path: "metadata.name".to_owned(),
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
         value(
             env::LIVEKIT_JWT_BIND,
             format!(":{}", contract::DEFAULT_PORT),
@@ -304,6 +323,16 @@ auth:
             .expect("secret ref");
         assert_eq!((redis.name.as_str(), redis.key.as_str()), ("redis", "url"));
         assert_eq!(plain(&vars, "LIVEKIT_LOG_LEVEL").as_deref(), Some("debug"));
+        assert_eq!(
+            plain(&vars, env::LIVEKIT_TRUSTED_HOMESERVERS).as_deref(),
+            Some("example.com")
+        );
+        let replica = vars[env::LIVEKIT_REPLICA_ID]
+            .value_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+            .expect("field ref");
+        assert_eq!(replica.field_path, "metadata.name");
         // No secret ever travels as a plain value.
         assert!(!vars.contains_key(env::LIVEKIT_SECRET) && !vars.contains_key(env::LIVEKIT_KEY));
     }
@@ -326,6 +355,11 @@ auth:
         assert_eq!(
             plain(&vars, env::LIVEKIT_FULL_ACCESS_HOMESERVERS).as_deref(),
             Some("*")
+        );
+        // Under the wildcard no homeserver is named, so the own one is trusted explicitly.
+        assert_eq!(
+            plain(&vars, env::LIVEKIT_TRUSTED_HOMESERVERS).as_deref(),
+            Some("example.com")
         );
     }
 
