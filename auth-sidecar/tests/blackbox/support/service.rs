@@ -202,23 +202,17 @@ impl Service {
         format!("{}{}", self.stdout.text(), self.stderr.text())
     }
 
-    /// The process ID (for reading `/proc/<pid>/status`).
+    /// The process ID (tests read its memory use from `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id().expect("service still running")
     }
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
-        let pid = self.child.id().expect("service still running");
-        let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
         let result = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(result, 0, "kill(SIGTERM) failed");
-    }
-
-    /// The process ID (fault tests read its memory use from /proc).
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("service still running")
     }
 
     /// Kills the process with SIGKILL (no graceful anything) and waits until it is gone, so that its
