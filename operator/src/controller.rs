@@ -68,6 +68,9 @@ const EVENT_NOTE_LIMIT: usize = 1000;
 
 type Guarded = DeserializeGuard<MatrixRTCTransport>;
 
+/// The NodePorts of one transport and the generation they were read from.
+type ClaimsAt = (Option<i64>, Vec<PortRange>);
+
 /// Source of credential randomness (replaced in tests to make generated credentials predictable).
 pub type RandomBytes = fn() -> [u8; build::credentials::RANDOM_BYTES];
 
@@ -83,7 +86,7 @@ pub struct Context {
     transports: std::sync::RwLock<Vec<Store<Guarded>>>,
     /// NodePorts of each transport by uid, at the generation they were read from (validating every other
     /// transport on every reconcile would make a reconcile cost grow with their number).
-    claims: Mutex<HashMap<String, (Option<i64>, Vec<PortRange>)>>,
+    claims: Mutex<HashMap<String, ClaimsAt>>,
     events: EventLimiter,
     /// Who publishes Events. A fresh `Recorder` per Event: kube's recorder folds repeats by reason into the
     /// first Event and keeps its note, which would show a stale message for a new problem. The controller

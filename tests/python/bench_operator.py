@@ -96,7 +96,7 @@ class Plane:
         ).stdout
 
     def get(self, path: str, **params: str) -> dict:
-        response = self.session.get(self.server + path, params=params, timeout=120)
+        response = self.session.get(self.server + path, params=params, timeout=120, verify=False)
         response.raise_for_status()
         return response.json()
 

@@ -1264,3 +1264,28 @@ async fn a_nodeport_clash_is_named_and_the_loser_applies_nothing() {
     assert!(!h.children().is_empty());
     assert_eq!(h.condition("Degraded").0, "False");
 }
+
+#[test]
+fn resyncs_of_many_transports_are_spread_over_half_a_period() {
+    let delays: Vec<Duration> = (0..1000)
+        .map(|i| resync_after(&format!("tenant-{i}/rtc")))
+        .collect();
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d >= RESYNC * 3 / 4 && *d < RESYNC * 5 / 4),
+        "out of range"
+    );
+    // Ten buckets of 30 s each: none empty and none holding more than a quarter of the transports.
+    let mut buckets = [0usize; 10];
+    for d in &delays {
+        let index = (d.as_secs() - (RESYNC * 3 / 4).as_secs()) / 30;
+        buckets[usize::try_from(index).unwrap().min(9)] += 1;
+    }
+    assert!(buckets.iter().all(|&b| b > 0 && b < 250), "{buckets:?}");
+    assert_eq!(
+        resync_after("a/b"),
+        resync_after("a/b"),
+        "stable per object"
+    );
+}
