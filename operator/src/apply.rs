@@ -10,11 +10,14 @@
 //!   desired fields ([`subset::contains`]) or when the desired object changed since it was last applied (the
 //!   [`APPLIED_HASH_ANNOTATION`] differs; that catches fields we stopped setting, which server-side apply
 //!   then removes).
-//! - Pruning lists each owned kind by the CR's labels and deletes only objects whose controller owner
-//!   reference carries this CR's uid, with a uid precondition, so an object someone else owns is never touched.
+//! - What exists is read from watch caches ([`cache::ChildCache`]), not listed per reconcile: a steady state
+//!   makes no LIST. Pruning considers the cached objects with the CR's labels and deletes only those whose
+//!   controller owner reference carries this CR's uid, with a uid precondition, so an object someone else
+//!   owns is never touched.
 //! - Secret contents never reach an error message: API and decoding errors about Secrets keep only their
 //!   code and reason.
 
+pub mod cache;
 mod subset;
 
 use std::collections::BTreeSet;
@@ -25,7 +28,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
     PropagationPolicy,
 };
 use kube::{Client, Resource, ResourceExt};
@@ -272,6 +275,8 @@ impl ApplyError {
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     objects: Vec<(ChildKind, DynamicObject)>,
+    /// Kinds observed as metadata only (Secrets): their body is read by name before comparing.
+    metadata_only: Vec<ChildKind>,
 }
 
 impl Observed {
@@ -302,22 +307,6 @@ impl Applied {
     }
 }
 
-/// List every owned kind by the owner's labels (one LIST per kind).
-pub async fn observe(client: &Client, owner: &Owner) -> Result<Observed, ApplyError> {
-    let mut objects = Vec::new();
-    let params = ListParams::default().labels(&owner.selector);
-    for kind in ChildKind::ALL {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &owner.namespace, &kind.api_resource());
-        let list = api.list(&params).await.map_err(|error| ApplyError::List {
-            kind,
-            failure: ApiFailure::new(kind, &error),
-        })?;
-        objects.extend(list.items.into_iter().map(|object| (kind, object)));
-    }
-    Ok(Observed { objects })
-}
-
 /// A desired child made ready to send: ownership stamped, hash recorded.
 struct Prepared {
     id: ChildId,
@@ -334,8 +323,8 @@ enum Step<'a> {
     CheckThenApply,
 }
 
-fn decide<'a>(prepared: &Prepared, observed: &'a Observed) -> Step<'a> {
-    let Some(live) = observed.find(&prepared.id) else {
+fn decide<'a>(prepared: &Prepared, live: Option<&'a DynamicObject>) -> Step<'a> {
+    let Some(live) = live else {
         return Step::CheckThenApply;
     };
     // Items of a LIST carry no apiVersion/kind; the kind is already matched by where they were listed.
@@ -448,7 +437,19 @@ pub async fn apply(
             &owner.namespace,
             &prepared.id.kind.api_resource(),
         );
-        let live = match decide(&prepared, observed) {
+        let cached = observed.find(&prepared.id);
+        // A metadata-only cache entry says the object exists; its body is read by name to compare.
+        let fetched = match cached {
+            Some(_) if observed.metadata_only.contains(&prepared.id.kind) => api
+                .get_opt(&prepared.id.name)
+                .await
+                .map_err(|error| ApplyError::Get {
+                    child: prepared.id.clone(),
+                    failure: ApiFailure::new(prepared.id.kind, &error),
+                })?,
+            _ => None,
+        };
+        let live = match decide(&prepared, fetched.as_ref().or(cached)) {
             Step::Keep(live) => live.clone(),
             step => {
                 if matches!(step, Step::CheckThenApply) {
@@ -612,6 +613,22 @@ mod tests {
                 "hunter2hunter2".to_owned(),
             )])),
             ..Default::default()
+        })
+    }
+
+    /// What the watch caches would hold once caught up: every owned kind listed by the owner's labels.
+    async fn observe(client: &Client, owner: &Owner) -> Result<Observed, ApplyError> {
+        let mut objects = Vec::new();
+        let params = kube::api::ListParams::default().labels(&owner.selector);
+        for kind in ChildKind::ALL {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &owner.namespace, &kind.api_resource());
+            let list = api.list(&params).await.unwrap();
+            objects.extend(list.items.into_iter().map(|object| (kind, object)));
+        }
+        Ok(Observed {
+            objects,
+            metadata_only: Vec::new(),
         })
     }
 

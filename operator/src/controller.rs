@@ -16,8 +16,13 @@
 //! Watches (per watched namespace, or cluster-wide): the CRs; the six owned kinds filtered by the
 //! `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
 //! metadata mapped to the CRs whose pods reference them by name (credentials, Redis, TURN certificate), so a
-//! created, fixed or rotated user Secret is picked up at once and rolls the pods that read it. A successful reconcile is also requeued every [`RESYNC`] as a safety net
-//! (reads only).
+//! created, fixed or rotated user Secret is picked up at once and rolls the pods that read it. A successful
+//! reconcile is also requeued about every [`RESYNC`] as a safety net (reads only), each transport at its own
+//! offset ([`resync_after`]) so that many transports started together do not resync together.
+//!
+//! What exists of the children is read from watch caches ([`ChildCache`], started with the controllers), so
+//! a reconcile in a steady state makes no LIST request; the requests reconciles make are counted by verb in
+//! the metrics. Events are rate-limited per object ([`EventLimiter`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,13 +44,16 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
+use crate::apply::cache::ChildCache;
 use crate::apply::{self, ApiFailure, ApplyError, FIELD_MANAGER, Owner};
 use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
 use crate::credentials::{self, ResolveError};
 use crate::defaults::OperatorDefaults;
+use crate::event_limit::EventLimiter;
+use crate::port_conflicts::{self, Claimant, Clash, PortRange};
 use crate::shutdown::Stop;
 use crate::status::{self, Discovery, Outcome, Rollout};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RequestSource};
 use crate::validate::{self, Validated};
 
 /// Read-only resync of a healthy transport (a safety net behind the watches).
@@ -60,12 +68,26 @@ const EVENT_NOTE_LIMIT: usize = 1000;
 
 type Guarded = DeserializeGuard<MatrixRTCTransport>;
 
+/// The NodePorts of one transport and the generation they were read from.
+type ClaimsAt = (Option<i64>, Vec<PortRange>);
+
 /// Source of credential randomness (replaced in tests to make generated credentials predictable).
 pub type RandomBytes = fn() -> [u8; build::credentials::RANDOM_BYTES];
 
 /// Everything a reconcile needs, shared by all of them.
 pub struct Context {
+    /// For reconciles: counts its requests as `source="reconcile"`.
     client: Client,
+    /// For the watches: counts its requests as `source="watch"`.
+    watch_client: Client,
+    /// The children caches of the running controllers (none while not leading).
+    cache: std::sync::RwLock<Option<ChildCache>>,
+    /// The CR stores of the running controllers: every transport, to find NodePort clashes.
+    transports: std::sync::RwLock<Vec<Store<Guarded>>>,
+    /// NodePorts of each transport by uid, at the generation they were read from (validating every other
+    /// transport on every reconcile would make a reconcile cost grow with their number).
+    claims: Mutex<HashMap<String, ClaimsAt>>,
+    events: EventLimiter,
     /// Who publishes Events. A fresh `Recorder` per Event: kube's recorder folds repeats by reason into the
     /// first Event and keeps its note, which would show a stale message for a new problem. The controller
     /// already publishes only on changes, so there is nothing to fold.
@@ -89,7 +111,12 @@ impl Context {
     ) -> Self {
         Self {
             reporter,
-            client,
+            client: metrics.counted(client.clone(), RequestSource::Reconcile),
+            watch_client: metrics.counted(client, RequestSource::Watch),
+            cache: std::sync::RwLock::default(),
+            transports: std::sync::RwLock::default(),
+            claims: Mutex::default(),
+            events: EventLimiter::default(),
             defaults,
             metrics,
             random: credentials::random_bytes,
@@ -102,6 +129,67 @@ impl Context {
     pub fn with_random(mut self, random: RandomBytes) -> Self {
         self.random = random;
         self
+    }
+
+    /// Use these caches of the children (set while the controllers run).
+    pub fn set_cache(&self, cache: Option<ChildCache>) {
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = cache;
+    }
+
+    fn cache(&self) -> Option<ChildCache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The CR stores of the running controllers (empty while not leading).
+    pub fn set_transports(&self, stores: Vec<Store<Guarded>>) {
+        *self.transports.write().unwrap_or_else(|p| p.into_inner()) = stores;
+    }
+
+    /// Every known transport (but `except`) with the NodePorts it asks for.
+    fn other_claimants(&self, except: &str) -> Vec<Claimant> {
+        let stores = self
+            .transports
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let objects: Vec<Arc<Guarded>> = stores.iter().flat_map(|store| store.state()).collect();
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.len() > 2 * objects.len() + 16 {
+            let live: std::collections::HashSet<&str> = objects
+                .iter()
+                .filter_map(|o| o.meta().uid.as_deref())
+                .collect();
+            claims.retain(|uid, _| live.contains(uid.as_str()));
+        }
+        objects
+            .iter()
+            .filter_map(|object| {
+                let transport = object.0.as_ref().ok()?;
+                if transport.metadata.uid.as_deref() == Some(except) {
+                    return None;
+                }
+                let uid = transport.metadata.uid.clone()?;
+                let generation = transport.metadata.generation;
+                let node_ports = match claims.get(&uid) {
+                    Some((seen, ports)) if *seen == generation => ports.clone(),
+                    _ => {
+                        // An invalid transport applies nothing, so it claims nothing.
+                        let ports = validate::validate(transport)
+                            .map(|v| port_conflicts::node_ports(&v))
+                            .unwrap_or_default();
+                        claims.insert(uid, (generation, ports.clone()));
+                        ports
+                    }
+                };
+                Some(Claimant {
+                    namespace: transport.metadata.namespace.clone()?,
+                    name: transport.metadata.name.clone()?,
+                    created: transport.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    node_ports,
+                })
+            })
+            .filter(|c| !c.node_ports.is_empty())
+            .collect()
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -137,6 +225,8 @@ pub enum ReconcileError {
     Status(ApiFailure),
     #[error("the object has no namespace or uid")]
     Incomplete,
+    #[error("{0}")]
+    PortConflict(Clash),
 }
 
 impl ReconcileError {
@@ -148,6 +238,7 @@ impl ReconcileError {
             ReconcileError::Apply(error) => error.reason(),
             ReconcileError::Status(_) => "status",
             ReconcileError::Incomplete => "incomplete",
+            ReconcileError::PortConflict(_) => "port_conflict",
         }
     }
 
@@ -161,6 +252,7 @@ impl ReconcileError {
             ReconcileError::Apply(_) => "ApplyFailed",
             ReconcileError::Status(_) => "StatusFailed",
             ReconcileError::Incomplete => "Incomplete",
+            ReconcileError::PortConflict(_) => "PortConflict",
         }
     }
 }
@@ -171,6 +263,18 @@ fn key_of(meta: &kube::api::ObjectMeta) -> String {
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default()
     )
+}
+
+/// When to resync a healthy transport: [`RESYNC`] give or take a quarter, at a fixed offset per object (a
+/// hash of `key`), so transports created or restarted together spread their resyncs over half a period
+/// instead of all requeueing at once.
+pub fn resync_after(key: &str) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    let spread = RESYNC / 2;
+    let offset = u128::from(hasher.finish()) * spread.as_millis() / (u128::from(u64::MAX) + 1);
+    RESYNC - RESYNC / 4 + Duration::from_millis(u64::try_from(offset).unwrap_or_default())
 }
 
 /// Delay before retry number `failures` (1-based): 5 s, 10 s, 20 s, ... capped at 5 min.
@@ -242,7 +346,7 @@ async fn reconcile_transport(
             };
             write_status(transport, &outcome, ctx).await?;
             ctx.forget_failures(&key);
-            Ok(Action::requeue(RESYNC))
+            Ok(Action::requeue(resync_after(&key)))
         }
         Err(error) => {
             let outcome = Outcome::Failed {
@@ -258,12 +362,16 @@ async fn reconcile_transport(
     }
 }
 
-/// Credentials, build, apply, prune.
+/// NodePort clash check, credentials, build, apply, prune.
 async fn apply_validated(
     transport: &MatrixRTCTransport,
     validated: &Validated,
     ctx: &Context,
 ) -> Result<apply::Applied, ReconcileError> {
+    // Before anything is written (even generated credentials): the loser of a clash applies nothing.
+    if let Some(clash) = port_clash(transport, validated, ctx) {
+        return Err(ReconcileError::PortConflict(clash));
+    }
     let resolved = credentials::resolve(
         &ctx.client,
         validated.namespace(),
@@ -291,7 +399,11 @@ async fn apply_validated(
     )?;
     let owner = Owner::new(transport, labels::owned_selector(validated.name()))
         .ok_or(ReconcileError::Incomplete)?;
-    let observed = apply::observe(&ctx.client, &owner).await?;
+    let observed = ctx
+        .cache()
+        .ok_or_else(ChildCache::not_running)?
+        .observe(&owner)
+        .await?;
     let applied = apply::apply(&ctx.client, &owner, &children, &observed).await?;
     let pruned = apply::prune(&ctx.client, &owner, &children, &observed).await?;
     if !applied.written.is_empty() || !pruned.is_empty() {
@@ -318,6 +430,26 @@ async fn apply_validated(
         .await;
     }
     Ok(applied)
+}
+
+/// The NodePort clash this transport loses, if any (see [`port_conflicts`]).
+fn port_clash(
+    transport: &MatrixRTCTransport,
+    validated: &Validated,
+    ctx: &Context,
+) -> Option<Clash> {
+    let node_ports = port_conflicts::node_ports(validated);
+    if node_ports.is_empty() {
+        return None;
+    }
+    let me = Claimant {
+        namespace: validated.namespace().to_owned(),
+        name: validated.name().to_owned(),
+        created: transport.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        node_ports,
+    };
+    let others = ctx.other_claimants(transport.metadata.uid.as_deref().unwrap_or_default());
+    port_conflicts::losing_clash(&me, &others)
 }
 
 fn join(ids: &[apply::ChildId]) -> String {
@@ -490,6 +622,15 @@ async fn publish(
     action: &str,
     note: String,
 ) {
+    let key = format!(
+        "{}/{}",
+        regarding.namespace.as_deref().unwrap_or_default(),
+        regarding.name.as_deref().unwrap_or_default()
+    );
+    if !ctx.events.allow(&key, std::time::Instant::now()) {
+        tracing::debug!(object = %key, reason, "Event dropped: this object published too many");
+        return;
+    }
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -565,8 +706,9 @@ where
 
 /// The controller for one namespace (or all of them).
 fn controller_for(client: &Client, namespace: Option<&str>) -> Controller<Guarded> {
-    let children =
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let children = watcher::Config::default()
+        .labels(&managed_selector())
+        .any_semantic();
     let controller = Controller::new(
         api_in::<Guarded>(client, namespace),
         watcher::Config::default().any_semantic(),
@@ -591,13 +733,21 @@ fn controller_for(client: &Client, namespace: Option<&str>) -> Controller<Guarde
 
 /// Run the controllers for `scope` until `stop` fires (then finish in-flight reconciles and return).
 pub async fn run(ctx: Arc<Context>, scope: &WatchScope, stop: Stop) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     let namespaces: Vec<Option<String>> = match scope {
         WatchScope::AllNamespaces => vec![None],
         WatchScope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    let streams = namespaces.into_iter().map(|namespace| {
-        controller_for(&client, namespace.as_deref())
+    let (cache, feed) = ChildCache::start(&client, &namespaces, &managed_selector());
+    ctx.set_cache(Some(cache));
+    let feed = tokio::spawn(feed);
+    let controllers: Vec<Controller<Guarded>> = namespaces
+        .iter()
+        .map(|namespace| controller_for(&client, namespace.as_deref()))
+        .collect();
+    ctx.set_transports(controllers.iter().map(Controller::store).collect());
+    let streams = controllers.into_iter().map(|controller| {
+        controller
             .graceful_shutdown_on(stop.wait())
             .run(reconcile, error_policy, ctx.clone())
             .boxed()
@@ -612,7 +762,15 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, stop: Stop) {
             }
         })
         .await;
+    feed.abort();
+    ctx.set_cache(None);
+    ctx.set_transports(Vec::new());
     tracing::info!("controllers stopped");
+}
+
+/// The label every child carries; the watches of the children select on it.
+fn managed_selector() -> String {
+    format!("{}={}", labels::MANAGED_BY, labels::MANAGER)
 }
 
 #[cfg(test)]

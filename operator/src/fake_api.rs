@@ -257,6 +257,34 @@ impl FakeApi {
         removed
     }
 
+    /// (group/version, plural, name, resourceVersion) of every stored object in `namespace` that carries
+    /// the label `key=value`: what a label-selected watch cache holds once it has caught up.
+    pub fn labelled_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> std::collections::BTreeSet<(String, String, String, String)> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.namespace == namespace && v["metadata"]["labels"][key].as_str() == Some(value)
+            })
+            .map(|(k, v)| {
+                (
+                    k.group_version.clone(),
+                    k.plural.clone(),
+                    k.name.clone(),
+                    v["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Every stored object, as JSON (for "is this secret anywhere it should not be" scans).
     pub fn all_values(&self) -> Vec<Value> {
         self.lock().objects.values().cloned().collect()

@@ -40,6 +40,7 @@ pub const REASONS: &[&str] = &[
     // Building, applying and recording.
     "BuildFailed",
     "ChildConflict",
+    "PortConflict",
     "ApplyFailed",
     "PruneFailed",
     "StatusFailed",

@@ -1,8 +1,9 @@
 //! Logs, metrics and the health endpoints.
 //!
 //! One small HTTP server (address from `--metrics-address`) serves:
-//! - `GET /metrics`: OpenMetrics text with reconcile count, duration and errors by reason, plus whether this
-//!   replica currently leads;
+//! - `GET /metrics`: OpenMetrics text with reconcile count, duration and errors by reason, the API requests
+//!   by source (`reconcile` or `watch`) and verb (divide the `reconcile` ones by the reconcile count for the
+//!   requests per reconcile), plus whether this replica currently leads;
 //! - `GET /healthz`: 200 while the process is up (liveness: a wedged runtime cannot answer);
 //! - `GET /readyz`: 200 once startup checks passed (client built, CRD installed) and until shutdown begins, 503
 //!   otherwise. A standby replica (not the leader) is ready too: it is healthy and waiting, and marking it unready
@@ -25,6 +26,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::api_verb::Verb;
+use kube::Client;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -68,12 +72,35 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    source: &'static str,
+    verb: &'static str,
+}
+
+/// Who made an API request: a reconcile, or the watches that feed the controller and its caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestSource {
+    Reconcile,
+    Watch,
+}
+
+impl RequestSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestSource::Reconcile => "reconcile",
+            RequestSource::Watch => "watch",
+        }
+    }
+}
+
 /// The operator's metrics. Cloning shares the underlying counters.
 #[derive(Clone)]
 pub struct Metrics {
     reconciles: Counter,
     duration: Histogram,
     errors: Family<ReasonLabel, Counter>,
+    requests: Family<RequestLabels, Counter>,
     leader: Gauge,
 }
 
@@ -84,6 +111,7 @@ impl Metrics {
             // 5 ms .. ~20 s: a reconcile is a handful of API round trips.
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 13)),
             errors: Family::default(),
+            requests: Family::default(),
             leader: Gauge::default(),
         };
         registry.register(
@@ -100,6 +128,11 @@ impl Metrics {
             "reconcile_errors",
             "Failed reconciliations by reason",
             metrics.errors.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests by source (reconcile, watch) and verb (get, list, watch, create, patch, delete, ...)",
+            metrics.requests.clone(),
         );
         registry.register(
             "leader",
@@ -124,6 +157,33 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    fn count_request(&self, source: RequestSource, verb: Verb) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                source: source.as_str(),
+                verb: verb.as_str(),
+            })
+            .inc();
+    }
+
+    /// A client that sends through `client` and counts every request by `source` and verb.
+    pub fn counted(&self, client: Client, source: RequestSource) -> Client {
+        let namespace = client.default_namespace().to_owned();
+        let metrics = self.clone();
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let uri = request.uri();
+            let verb = Verb::of(
+                request.method(),
+                uri.path(),
+                uri.query().unwrap_or_default(),
+            );
+            metrics.count_request(source, verb);
+            let client = client.clone();
+            async move { client.send(request).await }
+        });
+        Client::new(service, namespace)
     }
 }
 
@@ -281,8 +341,20 @@ mod tests {
             text.lines().any(|l| l == "matrixrtc_operator_leader 1"),
             "{text}"
         );
+        telemetry
+            .metrics()
+            .count_request(RequestSource::Reconcile, Verb::Get);
+        telemetry
+            .metrics()
+            .count_request(RequestSource::Watch, Verb::Watch);
         telemetry.metrics().set_leader(false);
         let (_, text) = get(&telemetry, "/metrics").await;
+        assert!(
+            text.contains(
+                "matrixrtc_operator_api_requests_total{source=\"reconcile\",verb=\"get\"} 1"
+            ),
+            "{text}"
+        );
         assert!(
             text.lines().any(|l| l == "matrixrtc_operator_leader 0"),
             "{text}"

@@ -58,7 +58,7 @@ impl Harness {
             instance: Some("test".into()),
         };
         let metrics = Telemetry::default().metrics().clone();
-        Arc::new(
+        let ctx = Arc::new(
             Context::new(
                 fake.client(),
                 OperatorDefaults::default(),
@@ -66,7 +66,41 @@ impl Harness {
                 reporter,
             )
             .with_random(random),
-        )
+        );
+        let (cache, feed) =
+            ChildCache::start(&fake.client(), &[Some(NS.to_owned())], &managed_selector());
+        tokio::spawn(feed);
+        ctx.set_cache(Some(cache));
+        ctx
+    }
+
+    /// Wait until the children caches hold what the fake holds (as the watches deliver it in a real run
+    /// before the next reconcile), at most 5 s.
+    async fn sync_caches(&self) {
+        let cache = self.ctx.cache().expect("the harness installs a cache");
+        let expected = || {
+            self.fake
+                .labelled_versions(NS, labels::MANAGED_BY, labels::MANAGER)
+                .into_iter()
+                .filter_map(|(group_version, plural, name, version)| {
+                    let kind = crate::apply::ChildKind::ALL.into_iter().find(|k| {
+                        let resource = k.api_resource();
+                        resource.api_version == group_version && resource.plural == plural
+                    })?;
+                    Some((kind, name, version))
+                })
+                .collect::<BTreeSet<_>>()
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cache.versions(NS) != expected() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "caches did not catch up: {:?} vs {:?}",
+                cache.versions(NS),
+                expected()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// A fresh context (new process, same cluster): nothing remembered in memory.
@@ -100,6 +134,7 @@ impl Harness {
     }
 
     async fn reconcile(&self) -> Result<Action, ReconcileError> {
+        self.sync_caches().await;
         let guarded = Arc::new(DeserializeGuard(Ok(self.transport())));
         reconcile(guarded, self.ctx.clone()).await
     }
@@ -235,7 +270,10 @@ async fn first_reconcile_creates_every_child_in_order_with_owner_references() {
     let h = Harness::new();
     let cr = h.create(minimal_spec());
     let action = h.reconcile().await.expect("reconcile succeeds");
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(
+        action,
+        Action::requeue(resync_after(&format!("{NS}/{NAME}")))
+    );
 
     let children = h.children();
     for expected in [
@@ -745,6 +783,11 @@ fn every_failure_reason_is_a_listed_condition_reason() {
         }),
         ReconcileError::Status(failure()),
         ReconcileError::Incomplete,
+        ReconcileError::PortConflict(crate::port_conflicts::Clash {
+            port: 30000,
+            holder_namespace: "a".into(),
+            holder_name: "b".into(),
+        }),
     ];
     for error in &errors {
         // Exhaustive on purpose: a new variant fails to compile here until it is added above.
@@ -753,7 +796,8 @@ fn every_failure_reason_is_a_listed_condition_reason() {
             | ReconcileError::Build(_)
             | ReconcileError::Apply(_)
             | ReconcileError::Status(_)
-            | ReconcileError::Incomplete => {}
+            | ReconcileError::Incomplete
+            | ReconcileError::PortConflict(_) => {}
         }
         let reason = error.condition_reason();
         assert!(
@@ -1126,5 +1170,124 @@ async fn validation_warnings_are_published_once_per_generation() {
         warnings(&h),
         2,
         "repeated for a new generation that still has the problem"
+    );
+}
+
+/// The requests of `requests` that list a collection (a GET without a name, not a watch).
+fn lists(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| {
+            crate::api_verb::Verb::of(&r.method, &r.path, &r.query) == crate::api_verb::Verb::List
+        })
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_steady_state_reconcile_lists_nothing() {
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+    h.roll_out_deployments();
+    h.reconcile().await.unwrap();
+
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    let requests = h.fake.requests();
+    assert!(
+        lists(&requests).is_empty(),
+        "steady state listed: {:?}",
+        lists(&requests)
+    );
+    assert!(writes_except_events(&requests).is_empty(), "{requests:?}");
+}
+
+#[tokio::test]
+async fn a_nodeport_clash_is_named_and_the_loser_applies_nothing() {
+    use kube::runtime::reflector;
+    let h = Harness::new();
+    h.create(minimal_spec());
+    let holder: MatrixRTCTransport = serde_json::from_value(json!({
+        "apiVersion": "matrixrtc.dev/v1alpha1",
+        "kind": "MatrixRTCTransport",
+        "metadata": {"name": "rtc", "namespace": "holder"},
+        "spec": {"serverName": "example.org", "host": "rtc.example.org"},
+    }))
+    .unwrap();
+    h.fake.insert(&holder);
+    // Both are created at the fake's one timestamp; make the holder the older one, so the tie-break on
+    // namespace/name ("calls" < "holder") would pick the other way: the timestamp must decide.
+    h.fake.edit::<MatrixRTCTransport>("holder", "rtc", |cr| {
+        cr["metadata"]["creationTimestamp"] = json!("2023-06-01T00:00:00Z");
+    });
+    let stored = |ns: &str, name: &str| -> Guarded {
+        serde_json::from_value(
+            h.fake
+                .get_value::<MatrixRTCTransport>(ns, name)
+                .expect("stored"),
+        )
+        .expect("deserialises")
+    };
+    let (store, mut writer) = reflector::store::<Guarded>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(stored(NS, NAME)));
+    writer.apply_watcher_event(&watcher::Event::InitApply(stored("holder", "rtc")));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    h.ctx.set_transports(vec![store]);
+
+    let error = h.reconcile().await.expect_err("the newer transport loses");
+    assert!(matches!(error, ReconcileError::PortConflict(_)), "{error}");
+    assert!(h.children().is_empty(), "applied: {:?}", h.children());
+    let writes = writes_except_events(&h.fake.requests());
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.ends_with(&format!("/matrixrtctransports/{NAME}/status"))),
+        "only the status is written: {writes:?}"
+    );
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "PortConflict"));
+    assert!(
+        message.contains("MatrixRTCTransport holder/rtc"),
+        "{message}"
+    );
+    let events = h.events();
+    assert!(
+        events.iter().any(|e| e["reason"] == "PortConflict"
+            && e["type"] == "Warning"
+            && e["note"].as_str().is_some_and(|n| n.contains("holder/rtc"))),
+        "{events:?}"
+    );
+
+    // The holder goes away: the port is free and the transport is applied.
+    writer.apply_watcher_event(&watcher::Event::Delete(stored("holder", "rtc")));
+    h.reconcile().await.expect("applied once the port is free");
+    assert!(!h.children().is_empty());
+    assert_eq!(h.condition("Degraded").0, "False");
+}
+
+#[test]
+fn resyncs_of_many_transports_are_spread_over_half_a_period() {
+    let delays: Vec<Duration> = (0..1000)
+        .map(|i| resync_after(&format!("tenant-{i}/rtc")))
+        .collect();
+    assert!(
+        delays
+            .iter()
+            .all(|d| *d >= RESYNC * 3 / 4 && *d < RESYNC * 5 / 4),
+        "out of range"
+    );
+    // Ten buckets of 30 s each: none empty and none holding more than a quarter of the transports.
+    let mut buckets = [0usize; 10];
+    for d in &delays {
+        let index = (d.as_secs() - (RESYNC * 3 / 4).as_secs()) / 30;
+        buckets[usize::try_from(index).unwrap().min(9)] += 1;
+    }
+    assert!(buckets.iter().all(|&b| b > 0 && b < 250), "{buckets:?}");
+    assert_eq!(
+        resync_after("a/b"),
+        resync_after("a/b"),
+        "stable per object"
     );
 }
