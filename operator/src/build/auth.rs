@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ObjectFieldSelector, SecretKeySelector, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, SecretKeySelector, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -90,10 +90,7 @@ pub fn env(v: &Validated) -> Vec<EnvVar> {
         ),
         // The own homeserver is reached wherever it resolves, private addresses included: with a
         // full-access list of `*` the SSRF guard would otherwise refuse an in-cluster homeserver.
-        value(
-            env::LIVEKIT_TRUSTED_HOMESERVERS,
-            v.server_name().to_owned(),
-        ),
+        value(env::LIVEKIT_TRUSTED_HOMESERVERS, v.server_name().to_owned()),
         // The pod name: a container restarted in the same pod takes back its delegated-leave jobs at
         // once instead of waiting for its old leases to lapse. Unique among live pods, as required.
         EnvVar {
