@@ -139,6 +139,26 @@ async fn rules(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
             json!({"auth": {"placement": "Sidecar", "replicas": 1}}),
             "with placement Sidecar",
         ),
+        (
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"tcp": {"port": 7881, "exposure": "LoadBalancer"}, "udp": {"mux": {"port": 7882, "exposure": "HostPort"}}}}}}),
+            "a LoadBalancer cannot carry ICE media for more than one LiveKit replica",
+        ),
+        (
+            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}}),
+            "needs media.service.externalTrafficPolicy Local",
+        ),
+        (
+            json!({"livekit": {"managed": {"replicas": 3, "redis": {"address": "redis:6379"}, "media": {"hostNetwork": true, "advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
+            "gives every LiveKit pod the same address",
+        ),
+        (
+            json!({"livekit": {"managed": {"rollout": {"maxSurge": 0, "maxUnavailable": 0}}}}),
+            "cannot both be 0",
+        ),
+        (
+            json!({"livekit": {"managed": {"turn": {"domain": "t.example.com", "udp": {"port": 3478}, "relayRange": {"start": 21000, "end": 20000}}}}}),
+            "range start must not exceed end",
+        ),
     ];
     let mut problems = Vec::new();
     for (patch, expected) in refused {
@@ -159,14 +179,18 @@ async fn rules(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
         json!({"homeservers": {"fullAccess": ["*"]}}),
         json!({"homeservers": {"fullAccess": widest}}),
         json!({"livekit": {"external": {"url": "wss://sfu.example.net"}}, "credentials": {"secretName": "c"}}),
-        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"hostNetwork": true, "advertisedIp": {"source": "HostIP"}}}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"tcp": {"port": 30001, "exposure": "HostPort"}, "udp": {"range": {"start": 40000, "end": 40099, "exposure": "HostPort"}}}}}}),
+        json!({"livekit": {"managed": {"media": {"tcp": {"port": 7881, "exposure": "LoadBalancer"}, "advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
+        json!({"livekit": {"managed": {"rollout": {"maxSurge": 0, "maxUnavailable": 1, "terminationGracePeriodSeconds": 3600}}}}),
         json!({"livekit": {"managed": {"media": {"advertisedIp": {"source": "Manual", "address": "192.0.2.1"}}}}}),
         json!({"livekit": {"managed": {"media": {"udp": {"range": {"start": 30000, "end": 34999}}}}}}),
         json!({"livekit": {"managed": {"media": {"hostNetwork": true, "tcp": {"port": 7881}}}}}),
         json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "udp": {"port": 3478}}}}}),
         json!({"auth": {"replicas": 2, "redis": {"url": "redis://redis:6379"}}}),
         json!({"auth": {"placement": "Sidecar"}}),
-        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
+        json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
     ];
     for patch in allowed {
         let shown = patch.to_string();
