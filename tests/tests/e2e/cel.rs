@@ -85,7 +85,7 @@ async fn rules(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
         namespace,
         &ApiResource::erase::<MatrixRTCTransport>(&()),
     );
-    let refused: [(Value, &str); 14] = [
+    let refused: [(Value, &str); 19] = [
         (
             json!({"homeservers": {"fullAccess": ["*", "example.com"]}}),
             "'*' must be the only entry",
