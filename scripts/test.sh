@@ -75,6 +75,32 @@ end_phase "Python venv"
 
 status=0
 
+# Whatever ends the script stops what it started in the background: the release build and the control plane.
+cleanup() {
+    if declare -F stop_control_plane >/dev/null; then
+        stop_control_plane
+    fi
+    if [[ -n ${release_pid:-} ]]; then
+        kill -- "-$release_pid" 2>/dev/null || true
+    fi
+    rm -f "${release_log:-}"
+}
+trap cleanup EXIT
+
+# --- Release binaries, built exactly as the Dockerfile builds them, in the background --------------------
+# The Python suite checks that they start, link only glibc and print the checked-in CRD. Started as soon as
+# the venv can name the command, so that it overlaps everything up to pytest: the nextest build leaves a core
+# idle while it links, the Rust tests mostly wait on I/O, and the fat-LTO link needs only one core. Niced, so
+# the test build and the tests keep priority; cargo locks target/release, not target/debug, so the two
+# builds do not wait for each other. Waited for before pytest.
+release_build="$("$VENV/bin/python" tests/python/chart_support.py release-build-command)"
+echo "==> release build (background): $release_build"
+release_log="$(mktemp "${TMPDIR:-/tmp}/matrixrtc-release-build.XXXXXX")"
+release_started=$SECONDS
+# Its own process group (setsid), so that an early exit stops cargo and rustc too, not only the shell.
+setsid nice -n 10 bash -c "$release_build" >"$release_log" 2>&1 &
+release_pid=$!
+
 # --- Rust build ---------------------------------------------------------------------------------------
 start_phase "cargo nextest build"
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -91,18 +117,6 @@ if ! cargo nextest run --workspace --locked --no-run; then
 fi
 end_phase "cargo nextest build"
 
-# --- Release binaries, built exactly as the Dockerfile builds them, in the background --------------------
-# The Python suite checks that they start, link only glibc and print the checked-in CRD. The fat-LTO link
-# keeps one core busy for minutes while the Rust tests below mostly wait on I/O, so the build overlaps them
-# (niced, so the tests keep priority; cargo locks target/release, not target/debug). Waited for before pytest.
-release_build="$("$VENV/bin/python" tests/python/chart_support.py release-build-command)"
-echo "==> release build (background): $release_build"
-release_log="$(mktemp "${TMPDIR:-/tmp}/matrixrtc-release-build.XXXXXX")"
-release_started=$SECONDS
-# Its own process group (setsid), so that an early exit stops cargo and rustc too, not only the shell.
-setsid nice -n 10 bash -c "$release_build" >"$release_log" 2>&1 &
-release_pid=$!
-
 # --- Kubernetes control plane for the real-cluster tests ------------------------------------------------
 # `../shared/k8s/control-plane` (beside the clone) starts a real kube-apiserver + kube-controller-manager
 # v1.28.0 on loopback. With it, the e2e tests (Rust crate tests/, the chart's in tests/python) run and must
@@ -117,14 +131,6 @@ stop_control_plane() {
         K8S_STATE_DIR=""
     fi
 }
-cleanup() {
-    stop_control_plane
-    if [[ -n ${release_pid:-} ]]; then
-        kill -- "-$release_pid" 2>/dev/null || true
-    fi
-    rm -f "${release_log:-}"
-}
-trap cleanup EXIT
 if [[ -x $CONTROL_PLANE ]]; then
     start_phase "control plane"
     K8S_STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/matrixrtc-k8s.XXXXXX")"
@@ -155,7 +161,7 @@ if ! cargo nextest run --workspace --locked --no-fail-fast; then
 fi
 end_phase "cargo nextest"
 
-# --- Release binaries: waited for here, built in the background since the nextest build ----------------
+# --- Release binaries: waited for here, built in the background since the venv phase ---------------------
 start_phase "release build (wait)"
 if ! wait "$release_pid"; then
     echo "release build failed:" >&2
