@@ -75,32 +75,6 @@ end_phase "Python venv"
 
 status=0
 
-# Whatever ends the script stops what it started in the background: the release build and the control plane.
-cleanup() {
-    if declare -F stop_control_plane >/dev/null; then
-        stop_control_plane
-    fi
-    if [[ -n ${release_pid:-} ]]; then
-        kill -- "-$release_pid" 2>/dev/null || true
-    fi
-    rm -f "${release_log:-}"
-}
-trap cleanup EXIT
-
-# --- Release binaries, built exactly as the Dockerfile builds them, in the background --------------------
-# The Python suite checks that they start, link only glibc and print the checked-in CRD. Started as soon as
-# the venv can name the command, so that it overlaps everything up to pytest: the nextest build leaves a core
-# idle while it links, the Rust tests mostly wait on I/O, and the fat-LTO link needs only one core. Niced, so
-# the test build and the tests keep priority; cargo locks target/release, not target/debug, so the two
-# builds do not wait for each other. Waited for before pytest.
-release_build="$("$VENV/bin/python" tests/python/chart_support.py release-build-command)"
-echo "==> release build (background): $release_build"
-release_log="$(mktemp "${TMPDIR:-/tmp}/matrixrtc-release-build.XXXXXX")"
-release_started=$SECONDS
-# Its own process group (setsid), so that an early exit stops cargo and rustc too, not only the shell.
-setsid nice -n 10 bash -c "$release_build" >"$release_log" 2>&1 &
-release_pid=$!
-
 # --- Rust build ---------------------------------------------------------------------------------------
 start_phase "cargo nextest build"
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -131,6 +105,7 @@ stop_control_plane() {
         K8S_STATE_DIR=""
     fi
 }
+trap stop_control_plane EXIT
 if [[ -x $CONTROL_PLANE ]]; then
     start_phase "control plane"
     K8S_STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/matrixrtc-k8s.XXXXXX")"
@@ -161,17 +136,16 @@ if ! cargo nextest run --workspace --locked --no-fail-fast; then
 fi
 end_phase "cargo nextest"
 
-# --- Release binaries: waited for here, built in the background since the venv phase ---------------------
-start_phase "release build (wait)"
-if ! wait "$release_pid"; then
-    echo "release build failed:" >&2
-    tail -n 40 "$release_log" >&2
+# --- Release binaries, built exactly as the Dockerfile builds them ------------------------------------
+# The Python suite checks that they start, link only glibc and print the checked-in CRD.
+start_phase "release build"
+release_build="$("$VENV/bin/python" tests/python/chart_support.py release-build-command)"
+echo "$release_build"
+if ! bash -c "$release_build"; then
+    echo "release build failed" >&2
     status=1
 fi
-release_pid=""
-tail -n 2 "$release_log"
-echo "release build took $((SECONDS - release_started))s in all, overlapping the phases above"
-end_phase "release build (wait)"
+end_phase "release build"
 
 # --- Python suite: real Synapse, real Helm, Kubernetes 1.28 schemas ------------------------------------
 start_phase "pytest"
