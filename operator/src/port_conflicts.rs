@@ -16,7 +16,7 @@ use std::fmt;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::validate::{LiveKitPlan, Reach, UdpPlan, Validated};
+use crate::validate::{LiveKitPlan, Validated};
 
 /// An inclusive range of NodePort numbers (a single port is a range of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,22 +38,10 @@ pub fn node_ports(v: &Validated) -> Vec<PortRange> {
         return Vec::new();
     };
     let mut ports: Vec<PortRange> = plan
-        .single_ports()
-        .iter()
-        .filter(|p| p.reach == Reach::NodePort)
-        .map(|p| PortRange {
-            start: p.port,
-            end: p.port,
-        })
+        .node_port_ranges()
+        .into_iter()
+        .map(|(start, end)| PortRange { start, end })
         .collect();
-    if let UdpPlan::Range {
-        start,
-        end,
-        reach: Reach::NodePort,
-    } = plan.udp
-    {
-        ports.push(PortRange { start, end });
-    }
     ports.sort();
     ports
 }
@@ -139,6 +127,7 @@ pub fn losing_clash<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::Reach;
 
     fn at(second: i64) -> Option<Timestamp> {
         Timestamp::from_second(second).ok()

@@ -293,6 +293,26 @@ impl ManagedPlan {
         }
         ports
     }
+
+    /// The NodePorts this plan asks for, as inclusive `(start, end)` ranges (a single port is a range of
+    /// one), in [`ManagedPlan::single_ports`] order with the UDP range last.
+    pub fn node_port_ranges(&self) -> Vec<(u16, u16)> {
+        let mut ranges: Vec<(u16, u16)> = self
+            .single_ports()
+            .iter()
+            .filter(|p| p.reach == Reach::NodePort)
+            .map(|p| (p.port, p.port))
+            .collect();
+        if let UdpPlan::Range {
+            start,
+            end,
+            reach: Reach::NodePort,
+        } = self.udp
+        {
+            ranges.push((start, end));
+        }
+        ranges
+    }
 }
 
 /// Where LiveKit comes from.
@@ -1082,19 +1102,12 @@ impl Checker {
             );
         }
         // Clusters can widen the node port range, so this is a warning, not an error.
-        let mut node_ports: Vec<u16> = plan
-            .single_ports()
-            .iter()
-            .filter(|p| p.reach == Reach::NodePort)
-            .map(|p| p.port)
-            .collect();
-        if let UdpPlan::Range {
-            start,
-            end,
-            reach: Reach::NodePort,
-        } = plan.udp
-        {
-            node_ports.extend([start, end]);
+        let mut node_ports: Vec<u16> = Vec::new();
+        for (start, end) in plan.node_port_ranges() {
+            node_ports.push(start);
+            if end != start {
+                node_ports.push(end);
+            }
         }
         for port in node_ports {
             if !DEFAULT_NODE_PORT_RANGE.contains(&port) {
