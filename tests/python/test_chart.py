@@ -822,11 +822,17 @@ def test_dockerignore_keeps_the_workspace_members() -> None:
     assert "target" in ignored and ".git" in ignored
 
 
-def release_binary(name: str) -> Path:
+def shipped_binary(name: str) -> Path:
+    """A binary the images ship, from MATRIXRTC_RELEASE_DIR.
+
+    scripts/test.sh points that at the binaries its test build produced (the release profile changes
+    optimisation and LTO, not what is linked or how the binaries behave); `scripts/test.sh --release-binaries`
+    (its own CI job) at a release build made exactly as the Dockerfile makes it.
+    """
     directory = Path(os.environ.get("MATRIXRTC_RELEASE_DIR", cs.REPO_ROOT / "target" / "release"))
     binary = directory / name
     if not binary.is_file():
-        pytest.skip(f"SKIPPED: no release build of {name}; build it like the Dockerfile does: "
+        pytest.skip(f"SKIPPED: no build of {name} in {directory}; build it like the Dockerfile does: "
                     f"`{' '.join(cs.release_build_command())}` (or set MATRIXRTC_RELEASE_DIR)")
     return binary
 
@@ -843,8 +849,8 @@ DEBIAN_12_GLIBC = (2, 36)
 
 
 @pytest.mark.parametrize("package", ["matrixrtc-operator", "matrixrtc-auth"])
-def test_release_binary_needs_only_what_the_runtime_image_has(package: str) -> None:
-    binary = release_binary(cargo_binaries()[package])
+def test_shipped_binary_needs_only_what_the_runtime_image_has(package: str) -> None:
+    binary = shipped_binary(cargo_binaries()[package])
     result = cs.run(["readelf", "--dynamic", "--version-info", "--wide", str(binary)])
     assert result.returncode == 0, result.stderr
     needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", result.stdout))
@@ -854,8 +860,8 @@ def test_release_binary_needs_only_what_the_runtime_image_has(package: str) -> N
     assert max(glibc) <= DEBIAN_12_GLIBC, f"needs glibc {max(glibc)}, newer than Debian 12's"
 
 
-def test_release_operator_binary_starts_and_prints_the_crd() -> None:
-    binary = release_binary(cargo_binaries()["matrixrtc-operator"])
+def test_shipped_binary_operator_starts_and_prints_the_crd() -> None:
+    binary = shipped_binary(cargo_binaries()["matrixrtc-operator"])
     assert cs.run([str(binary), "--help"]).returncode == 0
     result = cs.run([str(binary), "crd"])
     assert result.returncode == 0, result.stderr
@@ -869,8 +875,8 @@ def free_loopback_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_release_auth_binary_serves_and_its_healthcheck_mode_sees_it() -> None:
-    binary = release_binary(cargo_binaries()["matrixrtc-auth"])
+def test_shipped_binary_auth_serves_and_its_healthcheck_mode_sees_it() -> None:
+    binary = shipped_binary(cargo_binaries()["matrixrtc-auth"])
     port = free_loopback_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
