@@ -29,9 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -44,7 +42,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
-use crate::apply::cache::ChildCache;
+use crate::apply::cache::{ChildCache, ScopeWatches};
 use crate::apply::{self, ApiFailure, ApplyError, FIELD_MANAGER, Owner};
 use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
 use crate::credentials::{self, ResolveError};
@@ -704,25 +702,17 @@ where
     }
 }
 
-/// The controller for one namespace (or all of them).
-fn controller_for(client: &Client, namespace: Option<&str>) -> Controller<Guarded> {
-    let children = watcher::Config::default()
-        .labels(&managed_selector())
-        .any_semantic();
+/// The controller for the namespace of `watches` (or all of them), triggered by the children those
+/// watches see (they also feed the children caches) and by the Secrets its transports reference.
+fn controller_for(client: &Client, watches: ScopeWatches) -> Controller<Guarded> {
+    let namespace = watches.namespace().map(str::to_owned);
+    let namespace = namespace.as_deref();
     let controller = Controller::new(
         api_in::<Guarded>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(controller::Config::default().concurrency(CONCURRENCY))
-    .owns(
-        api_in::<ServiceAccount>(client, namespace),
-        children.clone(),
-    )
-    .owns(api_in::<Secret>(client, namespace), children.clone())
-    .owns(api_in::<ConfigMap>(client, namespace), children.clone())
-    .owns(api_in::<Service>(client, namespace), children.clone())
-    .owns(api_in::<Deployment>(client, namespace), children.clone())
-    .owns(api_in::<Ingress>(client, namespace), children);
+    .with_config(controller::Config::default().concurrency(CONCURRENCY));
+    let controller = watches.trigger(controller);
     let store = controller.store();
     controller.watches(
         api_in::<PartialObjectMeta<Secret>>(client, namespace),
@@ -738,12 +728,11 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, stop: Stop) {
         WatchScope::AllNamespaces => vec![None],
         WatchScope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
     };
-    let (cache, feed) = ChildCache::start(&client, &namespaces, &managed_selector());
+    let (cache, watches) = ChildCache::start(&client, &namespaces, &managed_selector());
     ctx.set_cache(Some(cache));
-    let feed = tokio::spawn(feed);
-    let controllers: Vec<Controller<Guarded>> = namespaces
-        .iter()
-        .map(|namespace| controller_for(&client, namespace.as_deref()))
+    let controllers: Vec<Controller<Guarded>> = watches
+        .into_iter()
+        .map(|watches| controller_for(&client, watches))
         .collect();
     ctx.set_transports(controllers.iter().map(Controller::store).collect());
     let streams = controllers.into_iter().map(|controller| {
@@ -762,7 +751,6 @@ pub async fn run(ctx: Arc<Context>, scope: &WatchScope, stop: Stop) {
             }
         })
         .await;
-    feed.abort();
     ctx.set_cache(None);
     ctx.set_transports(Vec::new());
     tracing::info!("controllers stopped");

@@ -173,7 +173,7 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return kib("VmRSS") / 1024, kib("VmHWM") / 1024
 
 
-def run_operator(n: int, steady: float) -> dict:
+def run_operator(n: int, steady: float, extra_env: dict[str, str]) -> dict:
     with Plane() as plane, tempfile.TemporaryDirectory() as work:
         prepare(plane, n)
         plane.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(transports(n)))
@@ -183,7 +183,7 @@ def run_operator(n: int, steady: float) -> dict:
         started = time.monotonic()
         operator = subprocess.Popen(
             [str(operator_bin()), "run", f"--metrics-address=127.0.0.1:{port}", "--log-level=warn"],
-            env=plane.env, stdout=log, stderr=log,
+            env=dict(plane.env, **extra_env), stdout=log, stderr=log,
         )
         try:
             poll = 0.1 if n <= 100 else 0.5
@@ -243,17 +243,25 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--repeat", type=int, default=2, help="operator/kubectl pairs per size (interleaved)")
     parser.add_argument("--steady", type=float, default=30.0, help="seconds of steady state to measure")
+    parser.add_argument("--modes", nargs="+", choices=["operator", "kubectl"], default=["operator", "kubectl"],
+                        help="what to run per size (both by default, interleaved)")
+    parser.add_argument("--operator-env", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the operator process (e.g. allocator settings)")
     args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.operator_env)
     if not operator_bin().exists():
         print(f"no operator binary at {operator_bin()} (cargo build -p matrixrtc-operator)", file=sys.stderr)
         return 2
     results = []
     for n in args.sizes:
         for _ in range(args.repeat):
-            for result in (run_operator(n, args.steady), run_kubectl(n)):
+            runs = {"operator": lambda: run_operator(n, args.steady, extra_env), "kubectl": lambda: run_kubectl(n)}
+            for result in (runs[mode]() for mode in args.modes):
                 result["loadavg"] = os.getloadavg()[0]
                 print(json.dumps(result), flush=True)
                 results.append(result)
+    if set(args.modes) != {"operator", "kubectl"}:
+        return 0  # the table compares the two; the JSON lines above carry the figures of one
     print("\n| transports | operator converged | bulk kubectl apply | ratio | operator RSS (peak) | "
           "steady state, 30 s: API requests by source and verb |")
     print("|---|---|---|---|---|---|")

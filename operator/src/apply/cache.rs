@@ -4,37 +4,120 @@
 //! Why: a label-selected LIST is a quorum read that the API server answers by scanning the whole namespace
 //! (or cluster), so with one LIST per kind per reconcile the cost of a reconcile grew with the number of
 //! transports, and the total with its square (issue 12). The caches are fed by one watch per kind (per
-//! watched namespace) restricted to the `managed-by` label, started before the controllers.
+//! watched namespace) restricted to the `managed-by` label, and the same watch is the controller's trigger
+//! for that kind ([`ScopeWatches::trigger`]): one watch per kind, not one for the cache and one for
+//! `Controller::owns` (which also decoded every Secret's data just to find its owner).
 //!
 //! - ServiceAccounts, ConfigMaps, Services, Deployments and Ingresses are cached with their body (what the
-//!   "already applied?" comparison needs), without `managedFields` (the bulk of a live object, never read).
+//!   "already applied?" comparison needs), without `managedFields` (the bulk of a live object, never read),
+//!   and the body as its JSON text ([`CachedChild`]), parsed back only for the few children of the transport
+//!   being reconciled. Why: a parsed `serde_json::Value` spends a B-tree node (over half a kilobyte) on
+//!   every small map of a Kubernetes object; at 1,000 transports the parsed bodies made most of the
+//!   operator's 155 MiB resident memory (docs/benchmark.md).
 //! - Secrets are cached as metadata only, so no Secret content sits in the operator's memory; the body of
 //!   an owned Secret is read with a GET by name when it is about to be compared.
 //! - A cache can be behind the API server for a moment after a write; the worst that does is one
 //!   server-side apply that changes nothing (which makes no watch event, so it cannot loop).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
+use kube::core::{DynamicResourceScope, PartialObjectMeta, TypeMeta};
 use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::{ApiFailure, ApplyError, ChildKind, Observed, Owner};
 
 /// How long a reconcile waits for the caches' first list before giving up (and retrying with backoff).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A cached child: its metadata parsed (what the store and the owner triggers read), the rest of it kept
+/// as the JSON text it arrived as (a fraction of the memory of the parsed tree).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "DynamicObject")]
+pub struct CachedChild {
+    types: Option<TypeMeta>,
+    metadata: ObjectMeta,
+    body: Box<str>,
+}
+
+impl From<DynamicObject> for CachedChild {
+    fn from(object: DynamicObject) -> Self {
+        Self {
+            types: object.types,
+            metadata: object.metadata,
+            body: object.data.to_string().into_boxed_str(),
+        }
+    }
+}
+
+impl CachedChild {
+    /// The object as the apply step compares it. The text is what `serde_json` printed, so parsing it
+    /// back fails only past its nesting limit, which no object of an owned kind reaches.
+    fn to_dynamic(&self, kind: ChildKind) -> Result<DynamicObject, ApplyError> {
+        let data = serde_json::from_str(&self.body).map_err(|error| ApplyError::List {
+            kind,
+            failure: ApiFailure {
+                code: None,
+                reason: "CacheUnreadable".to_owned(),
+                message: Some(format!("a cached {kind:?} could not be read back: {error}")),
+            },
+        })?;
+        Ok(DynamicObject {
+            types: self.types.clone(),
+            metadata: self.metadata.clone(),
+            data,
+        })
+    }
+}
+
+impl Resource for CachedChild {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(resource: &ApiResource) -> Cow<'_, str> {
+        DynamicObject::kind(resource)
+    }
+
+    fn group(resource: &ApiResource) -> Cow<'_, str> {
+        DynamicObject::group(resource)
+    }
+
+    fn version(resource: &ApiResource) -> Cow<'_, str> {
+        DynamicObject::version(resource)
+    }
+
+    fn api_version(resource: &ApiResource) -> Cow<'_, str> {
+        DynamicObject::api_version(resource)
+    }
+
+    fn plural(resource: &ApiResource) -> Cow<'_, str> {
+        DynamicObject::plural(resource)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The caches for one watch scope: a namespace, or all of them (`None`).
 #[derive(Clone)]
 struct ScopeCache {
     namespace: Option<String>,
-    bodies: Vec<(ChildKind, Store<DynamicObject>)>,
+    bodies: Vec<(ChildKind, Store<CachedChild>)>,
     secrets: Store<PartialObjectMeta<Secret>>,
 }
 
@@ -53,57 +136,105 @@ const BODY_KINDS: [ChildKind; 5] = [
     ChildKind::Ingress,
 ];
 
+/// A watch of touched children: every object applied or deleted, after it reached the cache.
+type Touched<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The watches that feed one scope's caches. They do nothing until polled: hand them to that scope's
+/// controller ([`ScopeWatches::trigger`]), which polls them as its owned-children triggers.
+pub struct ScopeWatches {
+    namespace: Option<String>,
+    bodies: Vec<(ApiResource, Touched<CachedChild>)>,
+    secrets: Touched<PartialObjectMeta<Secret>>,
+}
+
+impl ScopeWatches {
+    /// The namespace these watches cover (`None`: all).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// `controller` reconciles the owner of every child these watches see change or go away (what
+    /// `Controller::owns` does), and by polling them keeps the caches current.
+    pub fn trigger<K>(self, controller: Controller<K>) -> Controller<K>
+    where
+        K: Clone + Resource<DynamicType = ()> + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let controller = self
+            .bodies
+            .into_iter()
+            .fold(controller, |controller, (resource, touched)| {
+                controller.owns_stream_with(touched, resource)
+            });
+        controller.owns_stream(self.secrets)
+    }
+
+    /// Polls the watches without a controller, until dropped (tests that call `reconcile` directly).
+    #[cfg(test)]
+    pub async fn drive(self) {
+        let mut all: Vec<BoxStream<'static, ()>> =
+            vec![self.secrets.map(|_| ()).boxed()];
+        all.extend(self.bodies.into_iter().map(|(_, s)| s.map(|_| ()).boxed()));
+        futures::stream::select_all(all)
+            .for_each(|()| futures::future::ready(()))
+            .await;
+    }
+}
+
 impl ChildCache {
     /// Caches for `namespaces` (`None`: all namespaces), watching objects that match `selector`, and the
-    /// future that feeds them (runs until dropped).
+    /// watches that feed them, one [`ScopeWatches`] per namespace in the same order.
     pub fn start(
         client: &Client,
         namespaces: &[Option<String>],
         selector: &str,
-    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+    ) -> (Self, Vec<ScopeWatches>) {
         let config = watcher::Config::default().labels(selector).any_semantic();
-        let mut feeds: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+        let mut watches = Vec::new();
         let mut scopes = Vec::new();
         for namespace in namespaces {
             let mut bodies = Vec::new();
+            let mut body_watches = Vec::new();
             for kind in BODY_KINDS {
                 let resource = kind.api_resource();
-                let api: Api<DynamicObject> = match namespace {
+                let api: Api<CachedChild> = match namespace {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                     None => Api::all_with(client.clone(), &resource),
                 };
-                let writer = Writer::new(resource);
+                let writer = Writer::new(resource.clone());
                 bodies.push((kind, writer.as_reader()));
-                let feed = watcher(api, config.clone())
+                let touched = watcher(api, config.clone())
                     .default_backoff()
-                    .modify(|object: &mut DynamicObject| object.managed_fields_mut().clear())
+                    .modify(|object: &mut CachedChild| object.managed_fields_mut().clear())
                     .reflect(writer)
-                    .for_each(|_| futures::future::ready(()));
-                feeds.push(Box::pin(feed));
+                    .touched_objects()
+                    .boxed();
+                body_watches.push((resource, touched));
             }
             let api: Api<PartialObjectMeta<Secret>> = match namespace {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
             let (secrets, writer) = reflector::store();
-            let feed = watcher(api, config.clone())
+            let secret_watch = watcher(api, config.clone())
                 .default_backoff()
                 .modify(|object: &mut PartialObjectMeta<Secret>| {
                     object.managed_fields_mut().clear()
                 })
                 .reflect(writer)
-                .for_each(|_| futures::future::ready(()));
-            feeds.push(Box::pin(feed));
+                .touched_objects()
+                .boxed();
             scopes.push(ScopeCache {
                 namespace: namespace.clone(),
                 bodies,
                 secrets,
             });
+            watches.push(ScopeWatches {
+                namespace: namespace.clone(),
+                bodies: body_watches,
+                secrets: secret_watch,
+            });
         }
-        let feed = async move {
-            futures::future::join_all(feeds).await;
-        };
-        (Self { scopes }, feed)
+        (Self { scopes }, watches)
     }
 
     /// The error of a reconcile that runs while no cache does (between leadership terms).
@@ -127,15 +258,16 @@ impl ChildCache {
         let mut objects = Vec::new();
         for (kind, store) in &scope.bodies {
             ready(*kind, store).await?;
-            objects.extend(
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|o| {
-                        is_match(o.metadata.namespace.as_deref(), o.labels(), owner, &wanted)
-                    })
-                    .map(|o| (*kind, (*o).clone())),
-            );
+            for cached in store.state() {
+                if is_match(
+                    cached.metadata.namespace.as_deref(),
+                    cached.labels(),
+                    owner,
+                    &wanted,
+                ) {
+                    objects.push((*kind, cached.to_dynamic(*kind)?));
+                }
+            }
         }
         ready(ChildKind::Secret, &scope.secrets).await?;
         objects.extend(
@@ -255,5 +387,30 @@ mod tests {
         assert_eq!(selector_terms("a!=b"), None);
         assert_eq!(selector_terms("a==b"), None);
         assert_eq!(selector_terms("a"), None);
+    }
+
+    #[test]
+    fn a_cached_child_reads_back_as_the_object_it_was() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "demo", "namespace": "ns", "labels": {"a": "b"}, "uid": "u-1"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "c", "image": "i", "ports": [{"containerPort": 7880, "protocol": "TCP"}],
+                 "resources": {}, "env": [{"name": "X", "value": "ü \" \\ \n"}]}
+            ]}}},
+            "status": {"readyReplicas": 1}
+        }))
+        .expect("a valid object");
+        let cached: CachedChild =
+            serde_json::from_value(serde_json::to_value(&object).expect("serialisable"))
+                .expect("a cached child deserialises like a dynamic object");
+        assert_eq!(cached.metadata, object.metadata);
+        let back = cached
+            .to_dynamic(ChildKind::Deployment)
+            .expect("reads back");
+        assert_eq!(back.types, object.types);
+        assert_eq!(back.metadata, object.metadata);
+        assert_eq!(back.data, object.data);
     }
 }

@@ -67,9 +67,11 @@ impl Harness {
             )
             .with_random(random),
         );
-        let (cache, feed) =
+        let (cache, watches) =
             ChildCache::start(&fake.client(), &[Some(NS.to_owned())], &managed_selector());
-        tokio::spawn(feed);
+        for scope in watches {
+            tokio::spawn(scope.drive());
+        }
         ctx.set_cache(Some(cache));
         ctx
     }
