@@ -262,7 +262,7 @@ def test_required_membership_on_the_standalone_endpoints(hs, alice, bob, livekit
     response = standalone(bob)
     assert response.status == 403, response.body
     assert response.json() == {"errcode": "M_FORBIDDEN", "error": "The requesting user is not a member of the room"}
-    assert response.headers.get("Access-Control-Allow-Origin") == "*"
+    assert response.headers.get("access-control-allow-origin") == "*"
     assert livekit.snapshot() == []
     assert standalone(alice).status == 200
     assert len(livekit.snapshot()) == 1
