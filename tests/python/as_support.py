@@ -59,7 +59,9 @@ class AsSynapse(Synapse):
     """Synapse with the §3.1 registration (unstable keys) and the §3.2 settings, proxying to a service that
     is to listen on `registration.service_port`."""
 
-    def __init__(self, directory: Path, pki: TestPki) -> None:
+    def __init__(self, directory: Path, pki: TestPki, scope_key: str = "io.element.msc4502.scopes") -> None:
+        # `scope_key` lets a test reproduce the README pitfall (a misspelt key Synapse silently ignores).
+        self.scope_key = scope_key
         self.registration = Registration(
             as_token=os.urandom(32).hex(),
             hs_token=os.urandom(32).hex(),
@@ -78,7 +80,7 @@ class AsSynapse(Synapse):
             "sender_localpart": "_lk_jwt_service",
             "rate_limited": False,
             "namespaces": {"users": [{"exclusive": False, "regex": f"@.*:{re.escape(self.server_name)}"}]},
-            "io.element.msc4502.scopes": [IS_JOINED_SCOPE],
+            self.scope_key: [IS_JOINED_SCOPE],
             "io.element.msc4512.proxy_prefix": "rtc/livekit",
             "io.element.msc4512.proxy_url": self.registration.service_url,
         }

@@ -363,3 +363,40 @@ def test_direct_federation_request_for_a_user_of_another_origin(hs, livekit, ser
         403,
         {"errcode": "M_FORBIDDEN", "error": "The user does not belong to the requesting server"},
     )
+
+
+def test_without_the_is_joined_scope_membership_is_unknown(tmp_path_factory, tmp_path, pki, livekit) -> None:
+    """lk-jwt-service's README spells the scope key `io.element.msc4502.scope`: Synapse 1.163 ignores it, so
+    `/is_joined` answers 403 and every token request is 502, never a token without a membership check."""
+    hs_no_scope = AsSynapse(tmp_path_factory.mktemp("as-synapse-no-scope"), pki, scope_key="io.element.msc4502.scope")
+    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
+    instance = None
+    try:
+        instance = PortedAuthService(
+            binary,
+            {
+                "LIVEKIT_URL": livekit.ws_url,
+                "LIVEKIT_KEY": LIVEKIT_KEY,
+                "LIVEKIT_SECRET": LIVEKIT_SECRET,
+                "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_no_scope.server_name,
+                "LIVEKIT_AS_REGISTRATION_FILE": str(hs_no_scope.registration.path),
+                "LIVEKIT_HS_SERVER_NAME": hs_no_scope.server_name,
+                "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_no_scope.server_name}={hs_no_scope.client_url}",
+            },
+            tmp_path / "auth-no-scope.log",
+            hs_no_scope.registration.service_port,
+        )
+        carol = hs_no_scope.register(f"carol{uuid.uuid4().hex[:8]}")
+        room_id = hs_no_scope.create_room(carol)
+
+        response = get_token(hs_no_scope, carol, token_body(livekit, room_id))
+
+        assert (response.status, response.json()) == (
+            502,
+            {"errcode": "M_UNKNOWN", "error": "Unable to verify room membership"},
+        )
+        assert livekit.snapshot() == []
+    finally:
+        if instance is not None:
+            instance.close()
+        hs_no_scope.close()
