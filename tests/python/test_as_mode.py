@@ -15,7 +15,8 @@ from livekit.api import TokenVerifier
 from as_support import AS_ID, AsSynapse, PortedAuthService, request
 from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
 from hashes import h, identity, room_alias
-from processes import MatrixUser, TestPki
+import processes
+from processes import MatrixUser
 
 REPO = Path(__file__).resolve().parents[2]
 SLOT_ID = "m.call#ROOM"
@@ -23,7 +24,7 @@ VERSIONS = ["v1", "unstable/io.element.msc4195"]
 
 
 @pytest.fixture(scope="module")
-def hs(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> Iterator[AsSynapse]:
+def hs(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> Iterator[AsSynapse]:
     server = AsSynapse(tmp_path_factory.mktemp("as-synapse"), pki)
     try:
         yield server
@@ -32,7 +33,7 @@ def hs(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> Iterator[AsSyn
 
 
 @pytest.fixture
-def service(tmp_path: Path, pki: TestPki, hs: AsSynapse, livekit: FakeLiveKit) -> Iterator[Callable[..., PortedAuthService]]:
+def service(tmp_path: Path, pki: processes.TestPki, hs: AsSynapse, livekit: FakeLiveKit) -> Iterator[Callable[..., PortedAuthService]]:
     """Starts the service in AS mode on the registration's port: `service(**extra_env)`."""
     binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
     if not os.access(binary, os.X_OK):
@@ -272,7 +273,7 @@ def test_required_membership_on_the_standalone_endpoints(hs, alice, bob, livekit
 
 
 @pytest.fixture(scope="module")
-def hs_b(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> Iterator[AsSynapse]:
+def hs_b(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> Iterator[AsSynapse]:
     server = AsSynapse(tmp_path_factory.mktemp("as-synapse-b"), pki)
     try:
         yield server
@@ -281,7 +282,7 @@ def hs_b(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> Iterator[AsS
 
 
 @pytest.fixture
-def service_b(tmp_path: Path, pki: TestPki, hs_b: AsSynapse) -> Iterator[PortedAuthService]:
+def service_b(tmp_path: Path, pki: processes.TestPki, hs_b: AsSynapse) -> Iterator[PortedAuthService]:
     """B's own service, with its own fake LiveKit."""
     binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
     livekit_b = FakeLiveKit()
