@@ -75,6 +75,10 @@ pub enum ConfigError {
     #[error("LIVEKIT_TRUSTED_HOMESERVERS must be Matrix server names (host or host:port, such as example.com or matrix.example.com:8448) separated by commas, got {}", go_quote(.0))]
     TrustedHomeserver(String),
 
+    // Application-service mode (as-mode spec §2).
+    #[error("{0}")]
+    AppService(#[from] crate::appservice::config::AsConfigError),
+
     // Replica identity (delegation across replicas).
     #[error("LIVEKIT_REPLICA_ID must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}", go_quote(.value), max = REPLICA_ID_MAX_LEN)]
     ReplicaId { value: String },
@@ -254,6 +258,9 @@ pub struct Config {
 
     /// `LIVEKIT_REPLICA_ID`: this replica's stable name in Redis; None gives a random one per process.
     pub replica_id: Option<String>,
+
+    /// Application-service mode (see [`crate::appservice`]).
+    pub appservice: crate::appservice::config::AppServiceConfig,
 }
 
 /// The environment as a lookup function; an empty value counts as unset.
@@ -382,6 +389,9 @@ impl Config {
             .get(env::LIVEKIT_REPLICA_ID)
             .map(|raw| parse_replica_id(&raw))
             .transpose()?;
+        let (appservice, warnings) =
+            crate::appservice::config::parse(|name| env.get(name), &full_access)?;
+        notices.extend(warnings.into_iter().map(Notice::Warn));
 
         Ok(Self {
             livekit_url,
@@ -401,6 +411,7 @@ impl Config {
             trusted_proxies,
             notices,
             replica_id,
+            appservice,
         })
     }
 }

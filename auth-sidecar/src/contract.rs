@@ -74,6 +74,28 @@ pub mod env {
     /// `A-Z a-z 0-9 . _ -`; unique among the replicas sharing one Redis. Default: a random name per
     /// process.
     pub const LIVEKIT_REPLICA_ID: &str = "LIVEKIT_REPLICA_ID";
+
+    // --- Application-service (AS) mode, lk-jwt-service's names (as-mode spec §2) ----------------
+    /// Token the service sends to its homeserver.
+    pub const LIVEKIT_AS_TOKEN: &str = "LIVEKIT_AS_TOKEN";
+    /// Token the homeserver sends to the service.
+    pub const LIVEKIT_HS_TOKEN: &str = "LIVEKIT_HS_TOKEN";
+    /// Path of the registration YAML; its top-level `as_token` and `hs_token` win over the two above.
+    pub const LIVEKIT_AS_REGISTRATION_FILE: &str = "LIVEKIT_AS_REGISTRATION_FILE";
+    /// The server the service is registered with; its users are "local".
+    pub const LIVEKIT_HS_SERVER_NAME: &str = "LIVEKIT_HS_SERVER_NAME";
+    /// Seconds between membership sweeps (default 30; 0 disables).
+    pub const LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: &str =
+        "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS";
+    /// Rooms and LiveKit calls in flight during a sweep (ours, default 8).
+    pub const LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY: &str = "LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY";
+    /// Exactly `true` grants `canUpdateOwnMetadata` on AS tokens.
+    pub const LIVEKIT_CAN_UPDATE_OWN_METADATA: &str = "LIVEKIT_CAN_UPDATE_OWN_METADATA";
+    /// Origins whose users may publish with a server-to-server token (`*` = all).
+    pub const LIVEKIT_REMOTE_CAN_PUBLISH_HOMESERVERS: &str =
+        "LIVEKIT_REMOTE_CAN_PUBLISH_HOMESERVERS";
+    /// Exactly `true`: the standalone token endpoints also check room membership (needs AS mode).
+    pub const LIVEKIT_REQUIRE_MEMBERSHIP: &str = "LIVEKIT_REQUIRE_MEMBERSHIP";
 }
 
 /// The one value of [`env::LIVEKIT_INSECURE_SKIP_VERIFY_TLS`] that disables verification.

@@ -6,6 +6,8 @@
 pub mod contract;
 
 #[cfg(feature = "server")]
+pub mod appservice;
+#[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
 pub mod delegation;

@@ -71,6 +71,8 @@ pub enum ServerError {
     Bind { address: String, source: io::Error },
     #[error("could not install the signal handlers: {0}")]
     Signals(io::Error),
+    #[error("{0}")]
+    AppService(#[from] crate::appservice::SetupError),
 }
 
 /// Runs the service until a shutdown signal.
@@ -81,7 +83,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             Notice::Warn(message) => tracing::warn!("{message}"),
         }
     }
+    let appservice = crate::appservice::Setup::new(&config);
     let (state, listener) = prepare(config).await?;
+    let app = appservice.mount(router(Arc::clone(&state)), &state)?;
     let shutdown = shutdown_signal()?;
     let limits_state = Arc::clone(&state);
     let pruning = tokio::spawn(async move {
@@ -92,7 +96,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         }
     });
     let delegation = state.delegation.clone();
-    serve(listener, router(state), shutdown, Timeouts::default()).await;
+    serve(listener, app, shutdown, Timeouts::default()).await;
     pruning.abort();
     // After the last request: jobs stop without homeserver calls and stay stored for the next instance.
     delegation.shutdown().await;

@@ -1,0 +1,133 @@
+"""AS mode helpers: a Synapse with our application-service registration and the MSC4502/MSC4512 flags,
+and the service started on the port the registration names (Synapse reads the registration once, at start).
+"""
+
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from processes import (
+    SERVICE_START_TIMEOUT,
+    HttpResponse,
+    HTTP_TIMEOUT,
+    Synapse,
+    TestPki,
+    free_port,
+    http,
+    stop,
+    wait_until,
+)
+
+AS_ID = "matrixrtc-auth"
+IS_JOINED_SCOPE = "urn:matrix:client:io.element.msc4502:rooms:is_joined"
+
+
+def request(method: str, url: str, body: Any = None, headers: Optional[dict[str, str]] = None) -> HttpResponse:
+    """One request with a JSON body and arbitrary headers; never raises for an HTTP error status."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as response:
+            return HttpResponse(response.status, dict(response.headers.items()), response.read())
+    except urllib.error.HTTPError as error:
+        return HttpResponse(error.code, dict(error.headers.items()), error.read())
+
+
+@dataclass
+class Registration:
+    as_token: str
+    hs_token: str
+    service_port: int
+    path: Path
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.service_port}"
+
+
+class AsSynapse(Synapse):
+    """Synapse with the §3.1 registration (unstable keys) and the §3.2 settings, proxying to a service that
+    is to listen on `registration.service_port`."""
+
+    def __init__(self, directory: Path, pki: TestPki, scope_key: str = "io.element.msc4502.scopes") -> None:
+        # `scope_key` lets a test reproduce the README pitfall (a misspelt key Synapse silently ignores).
+        self.scope_key = scope_key
+        self.registration = Registration(
+            as_token=os.urandom(32).hex(),
+            hs_token=os.urandom(32).hex(),
+            service_port=free_port(),
+            path=directory / "matrixrtc-auth.yaml",
+        )
+        super().__init__(directory, pki)
+
+    def _config(self, pki: TestPki) -> dict:
+        # `server_name` is known here (it names the federation port), so the namespace can be written.
+        registration = {
+            "id": AS_ID,
+            "url": self.registration.service_url,
+            "as_token": self.registration.as_token,
+            "hs_token": self.registration.hs_token,
+            "sender_localpart": "_lk_jwt_service",
+            "rate_limited": False,
+            "namespaces": {"users": [{"exclusive": False, "regex": f"@.*:{re.escape(self.server_name)}"}]},
+            self.scope_key: [IS_JOINED_SCOPE],
+            "io.element.msc4512.proxy_prefix": "rtc/livekit",
+            "io.element.msc4512.proxy_url": self.registration.service_url,
+        }
+        self.registration.path.write_text(json.dumps(registration, indent=2))  # JSON is YAML
+        config = super()._config(pki)
+        config.update(
+            {
+                "app_service_config_files": [str(self.registration.path)],
+                "experimental_features": {"msc4502_enabled": True, "msc4512_enabled": True},
+                # The service is on loopback; Synapse's proxy client refuses it otherwise.
+                "ip_range_blacklist": [],
+                "max_event_delay_duration": "1h",
+                # Federation between two test servers on loopback, each with its own self-signed leaf.
+                "federation_verify_certificates": False,
+            }
+        )
+        return config
+
+    def client(self, method: str, path: str, body: Any = None, token: Optional[str] = None) -> HttpResponse:
+        return http(method, f"{self.client_url}{path}", body, token=token)
+
+
+class PortedAuthService:
+    """The service binary on a given port (the one the registration names)."""
+
+    def __init__(self, binary: str, env: dict[str, str], log: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        full_env = {"LIVEKIT_LOG_LEVEL": "debug", **env, "LIVEKIT_JWT_BIND": f"127.0.0.1:{port}"}
+        self.process = subprocess.Popen(
+            [binary], env=full_env, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(
+                "matrixrtc-auth",
+                lambda: http("GET", f"{self.url}/healthz").status == 200,
+                self.process,
+                SERVICE_START_TIMEOUT,
+                log,
+            )
+        except BaseException:
+            stop(self.process)
+            raise
+
+    def post(self, path: str, body: Any, headers: Optional[dict[str, str]] = None) -> HttpResponse:
+        return request("POST", f"{self.url}{path}", body, headers)
+
+    def close(self) -> None:
+        stop(self.process)

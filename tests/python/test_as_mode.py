@@ -1,0 +1,403 @@
+"""AS mode (as-mode spec) against a real Synapse 1.163 with `msc4502_enabled`, `msc4512_enabled` and our
+registration: Synapse authenticates the user and forwards `rtc/livekit/*` to the service with its HS token;
+the service asks Synapse `/is_joined` with the AS token. Tokens are checked with livekit-api's own verifier,
+room creation is observed at the fake LiveKit Twirp API."""
+
+import os
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from livekit.api import TokenVerifier
+
+from as_support import AS_ID, AsSynapse, PortedAuthService, request
+from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
+from hashes import h, identity, room_alias
+import processes
+from processes import MatrixUser
+
+REPO = Path(__file__).resolve().parents[2]
+SLOT_ID = "m.call#ROOM"
+VERSIONS = ["v1", "unstable/io.element.msc4195"]
+
+
+@pytest.fixture(scope="module")
+def hs(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> Iterator[AsSynapse]:
+    server = AsSynapse(tmp_path_factory.mktemp("as-synapse"), pki)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, pki: processes.TestPki, hs: AsSynapse, livekit: FakeLiveKit) -> Iterator[Callable[..., PortedAuthService]]:
+    """Starts the service in AS mode on the registration's port: `service(**extra_env)`."""
+    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"service binary {binary} not found; build it or set MATRIXRTC_AUTH_BIN")
+    started: list[PortedAuthService] = []
+
+    def start(**extra_env: str) -> PortedAuthService:
+        env = {
+            "LIVEKIT_URL": livekit.ws_url,
+            "LIVEKIT_KEY": LIVEKIT_KEY,
+            "LIVEKIT_SECRET": LIVEKIT_SECRET,
+            "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs.server_name,
+            "LIVEKIT_AS_REGISTRATION_FILE": str(hs.registration.path),
+            "LIVEKIT_HS_SERVER_NAME": hs.server_name,
+            "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs.server_name}={hs.client_url}",
+            "SSL_CERT_FILE": str(pki.ca_file),
+            **extra_env,
+        }
+        instance = PortedAuthService(binary, env, tmp_path / f"auth-{len(started)}.log", hs.registration.service_port)
+        started.append(instance)
+        return instance
+
+    try:
+        yield start
+    finally:
+        for instance in started:
+            instance.close()
+
+
+@pytest.fixture(scope="module")
+def alice(hs: AsSynapse) -> MatrixUser:
+    return hs.register(f"alice{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def bob(hs: AsSynapse) -> MatrixUser:
+    return hs.register(f"bob{uuid.uuid4().hex[:8]}")
+
+
+def public_room(hs: AsSynapse, user: MatrixUser) -> str:
+    response = hs.client("POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, token=user.access_token)
+    assert response.status == 200, response.body
+    return response.json()["room_id"]
+
+
+def membership(hs: AsSynapse, user: MatrixUser, room_id: str, action: str) -> None:
+    room = urllib.parse.quote(room_id, safe="")
+    response = hs.client("POST", f"/_matrix/client/v3/rooms/{room}/{action}", {}, token=user.access_token)
+    assert response.status == 200, response.body
+
+
+def get_token(hs: AsSynapse, user: MatrixUser, body: dict, version: str = "v1"):
+    return hs.client("POST", f"/_matrix/client/{version}/rtc/livekit/get_token", body, token=user.access_token)
+
+
+def token_body(livekit: FakeLiveKit, room_id: str, **extra) -> dict:
+    return {"url": livekit.ws_url, "room_id": room_id, "slot_id": SLOT_ID, "member_id": uuid.uuid4().hex, **extra}
+
+
+def test_identity_vectors_of_the_spec() -> None:
+    assert h("@alice:example.com", "memberABC") == "M3VnsLXrkbxIDINXO64u8PZzFyD9ZYFiQULR2dshWYs"
+    assert h("@alice:example.com", "m&1") == "5bASIupfp8iAmBJL5y56XrEc4noGHcwliyuwvqSLmLE"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_member_gets_a_verified_token_through_synapse(hs, alice, livekit, service, version) -> None:
+    service()
+    room_id = hs.create_room(alice)
+    body = token_body(livekit, room_id)
+
+    response = get_token(hs, alice, body, version)
+
+    assert response.status == 200, response.body
+    answer = response.json()
+    assert list(answer) == ["jwt"], "AS answers carry no url"
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(answer["jwt"])
+    assert claims.identity == h(alice.user_id, body["member_id"])
+    video = claims.video
+    assert video.room == room_alias(room_id, SLOT_ID)
+    assert (video.room_join, video.can_subscribe, video.can_publish) == (True, True, True)
+    assert not video.room_create and not video.room_admin
+    assert [call.name for call in livekit.snapshot()] == [room_alias(room_id, SLOT_ID)], "one CreateRoom"
+
+
+def test_non_members_are_forbidden_and_membership_is_not_cached(hs, alice, bob, livekit, service) -> None:
+    service()
+    room_id = public_room(hs, alice)
+    not_a_member = {"errcode": "M_FORBIDDEN", "error": "The requesting user is not a member of the room"}
+
+    response = get_token(hs, bob, token_body(livekit, room_id))
+    assert (response.status, response.json()) == (403, not_a_member), "never joined"
+
+    membership(hs, bob, room_id, "join")
+    assert get_token(hs, bob, token_body(livekit, room_id)).status == 200, "joined"
+    membership(hs, bob, room_id, "leave")
+    response = get_token(hs, bob, token_body(livekit, room_id))
+    assert (response.status, response.json()) == (403, not_a_member), "left: asked again, not cached"
+
+    response = get_token(hs, alice, token_body(livekit, f"!unknown{uuid.uuid4().hex[:8]}:{hs.server_name}"))
+    assert (response.status, response.json()) == (403, not_a_member), "unknown room"
+    assert [call.name for call in livekit.snapshot()] == [room_alias(room_id, SLOT_ID)], "only bob's token made a room"
+
+
+def test_wrong_url_is_an_invalid_param(hs, alice, livekit, service) -> None:
+    service()
+    room_id = hs.create_room(alice)
+
+    response = get_token(hs, alice, token_body(livekit, room_id, url="wss://not-our-sfu.example"))
+
+    assert response.status == 400
+    assert response.json() == {"errcode": "M_INVALID_PARAM", "error": "The url is not an SFU of this server"}
+    assert livekit.snapshot() == []
+
+
+def test_direct_calls_need_the_hs_token(hs, alice, livekit, service) -> None:
+    instance = service()
+    room_id = hs.create_room(alice)
+    body = token_body(livekit, room_id)
+    user = {"X-Matrix-User-Identifier": alice.user_id}
+    for version in VERSIONS:
+        path = f"/_matrix/client/{version}/rtc/livekit/get_token"
+        missing = instance.post(path, body, user)
+        assert (missing.status, missing.json()["errcode"]) == (401, "M_MISSING_TOKEN")
+        wrong = instance.post(path, body, {**user, "Authorization": f"Bearer {hs.registration.hs_token}x"})
+        assert (wrong.status, wrong.json()) == (401, {"errcode": "M_UNKNOWN_TOKEN", "error": "Invalid access token"})
+        # The AS token is not the HS token.
+        wrong = instance.post(path, body, {**user, "Authorization": f"Bearer {hs.registration.as_token}"})
+        assert wrong.status == 401
+        federation = instance.post(f"/_matrix/federation/{version}/rtc/livekit/get_token", {}, {"X-Matrix-Origin": "x"})
+        assert (federation.status, federation.json()["errcode"]) == (401, "M_MISSING_TOKEN")
+    # With the HS token but no user header (Synapse always sends one).
+    response = instance.post(
+        "/_matrix/client/v1/rtc/livekit/get_token", body, {"Authorization": f"Bearer {hs.registration.hs_token}"}
+    )
+    assert (response.status, response.json()["errcode"]) == (401, "M_UNAUTHORIZED")
+    assert livekit.snapshot() == []
+
+
+def test_synapse_pings_the_service(hs, service) -> None:
+    instance = service()
+    response = hs.client(
+        "POST", f"/_matrix/client/v1/appservice/{AS_ID}/ping", {"transaction_id": "t1"}, token=hs.registration.as_token
+    )
+    assert response.status == 200, response.body
+    assert "duration_ms" in response.json()
+    wrong = request(
+        "POST", f"{instance.url}/_matrix/app/v1/ping", {}, {"Authorization": f"Bearer {hs.registration.as_token}"}
+    )
+    assert (wrong.status, wrong.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    txn = request(
+        "PUT",
+        f"{instance.url}/_matrix/app/v1/transactions/1",
+        {"events": []},
+        {"Authorization": f"Bearer {hs.registration.hs_token}"},
+    )
+    assert (txn.status, txn.json()) == (200, {})
+
+
+def test_standalone_endpoints_keep_working(hs, alice, livekit, service) -> None:
+    instance = service()
+    room_id = hs.create_room(alice)
+    body = {
+        "room_id": room_id,
+        "slot_id": SLOT_ID,
+        "openid_token": hs.openid_token(alice),
+        "member": {"id": "m1", "claimed_user_id": alice.user_id, "claimed_device_id": alice.device_id},
+    }
+    response = instance.post("/get_token", body)
+    assert response.status == 200, response.body
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(response.json()["jwt"])
+    assert claims.identity == identity(alice.user_id, alice.device_id, "m1")
+
+
+def delayed_leave(hs: AsSynapse, user: MatrixUser, room_id: str) -> str:
+    """Schedules a delayed call-member state event (MSC4140) and returns its delay ID."""
+    room = urllib.parse.quote(room_id, safe="")
+    state_key = urllib.parse.quote(f"_{user.user_id}_{user.device_id}", safe="")
+    response = hs.client(
+        "PUT",
+        f"/_matrix/client/v3/rooms/{room}/state/org.matrix.msc3401.call.member/{state_key}"
+        "?org.matrix.msc4140.delay=60000",
+        {},
+        token=user.access_token,
+    )
+    assert response.status == 200, response.body
+    return response.json()["delay_id"]
+
+
+def test_delegated_leave_is_looked_up_as_the_user(hs, alice, bob, livekit, service) -> None:
+    service()
+    room_id = public_room(hs, alice)
+    other_room = hs.create_room(alice)
+    delay_id = delayed_leave(hs, alice, room_id)
+    path = "/_matrix/client/v1/rtc/livekit/delegate_delayed_leave"
+
+    def delegate(user: MatrixUser, **overrides):
+        body = {**token_body(livekit, room_id), "delay_id": delay_id, **overrides}
+        return hs.client("POST", path, body, token=user.access_token)
+
+    unknown = {"errcode": "M_INVALID_PARAM", "error": "Unknown `delay_id`"}
+    for response in [
+        delegate(alice, delay_id="syd_doesnotexist"),
+        delegate(alice, room_id=other_room),
+        delegate(bob),  # alice's delay ID, looked up as bob: not his
+    ]:
+        assert (response.status, response.json()) == (400, unknown)
+    response = delegate(alice)
+    assert (response.status, response.json()) == (200, {})
+    assert livekit.snapshot() == [], "delegation creates no room"
+
+
+def test_required_membership_on_the_standalone_endpoints(hs, alice, bob, livekit, service) -> None:
+    instance = service(LIVEKIT_REQUIRE_MEMBERSHIP="true")
+    room_id = hs.create_room(alice)
+
+    def standalone(user: MatrixUser):
+        return instance.post(
+            "/get_token",
+            {
+                "room_id": room_id,
+                "slot_id": SLOT_ID,
+                "openid_token": hs.openid_token(user),
+                "member": {"id": "m1", "claimed_user_id": user.user_id, "claimed_device_id": user.device_id},
+            },
+        )
+
+    response = standalone(bob)
+    assert response.status == 403, response.body
+    assert response.json() == {"errcode": "M_FORBIDDEN", "error": "The requesting user is not a member of the room"}
+    assert response.headers.get("access-control-allow-origin") == "*"
+    assert livekit.snapshot() == []
+    assert standalone(alice).status == 200
+    assert len(livekit.snapshot()) == 1
+
+
+# --- Federation: two Synapses on loopback, federating over TLS --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hs_b(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> Iterator[AsSynapse]:
+    server = AsSynapse(tmp_path_factory.mktemp("as-synapse-b"), pki)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def service_b(tmp_path: Path, pki: processes.TestPki, hs_b: AsSynapse) -> Iterator[PortedAuthService]:
+    """B's own service, with its own fake LiveKit."""
+    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
+    livekit_b = FakeLiveKit()
+    env = {
+        "LIVEKIT_URL": livekit_b.ws_url,
+        "LIVEKIT_KEY": LIVEKIT_KEY,
+        "LIVEKIT_SECRET": LIVEKIT_SECRET,
+        "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_b.server_name,
+        "LIVEKIT_AS_REGISTRATION_FILE": str(hs_b.registration.path),
+        "LIVEKIT_HS_SERVER_NAME": hs_b.server_name,
+        "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_b.server_name}={hs_b.client_url}",
+    }
+    instance = PortedAuthService(binary, env, tmp_path / "auth-b.log", hs_b.registration.service_port)
+    instance.livekit = livekit_b
+    try:
+        yield instance
+    finally:
+        instance.close()
+        livekit_b.close()
+
+
+def join_over_federation(hs_b: AsSynapse, user: MatrixUser, room_id: str, via: str) -> None:
+    room = urllib.parse.quote(room_id, safe="")
+    response = hs_b.client(
+        "POST", f"/_matrix/client/v3/join/{room}?server_name={urllib.parse.quote(via)}", {}, token=user.access_token
+    )
+    assert response.status == 200, response.body
+
+
+def test_user_of_b_gets_a_token_for_the_sfu_of_a(hs, hs_b, alice, livekit, service, service_b) -> None:
+    service_a = service()
+    bob = hs_b.register(f"bob{uuid.uuid4().hex[:8]}")
+    room_id = public_room(hs, alice)
+    join_over_federation(hs_b, bob, room_id, hs.server_name)
+    body = token_body(livekit, room_id, server_name=hs.server_name)
+
+    response = get_token(hs_b, bob, body)
+
+    assert response.status == 200, f"{response.body!r}\nA: {service_a.log.read_text()[-3000:]}"
+    claims = TokenVerifier(LIVEKIT_KEY, LIVEKIT_SECRET).verify(response.json()["jwt"])
+    assert claims.identity == h(bob.user_id, body["member_id"])
+    assert claims.video.room == room_alias(room_id, SLOT_ID)
+    assert claims.video.can_publish is False, "B is not in LIVEKIT_REMOTE_CAN_PUBLISH_HOMESERVERS"
+    assert [call.name for call in livekit.snapshot()] == [room_alias(room_id, SLOT_ID)], "room on A"
+    assert service_b.livekit.snapshot() == [], "no room on B"
+
+    # A's 400 is relayed.
+    response = get_token(hs_b, bob, {**body, "url": "wss://not-a-sfu.example"})
+    assert (response.status, response.json()) == (
+        400,
+        {"errcode": "M_INVALID_PARAM", "error": "The url is not an SFU of this server"},
+    )
+
+    # A room A is not in: B answers 403 itself, nothing is relayed.
+    b_room = public_room(hs_b, bob)
+    response = get_token(hs_b, bob, {**body, "room_id": b_room})
+    assert (response.status, response.json()) == (
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "The target server is not joined to the room"},
+    )
+
+    # A's service down: Synapse A answers the federation request with an error, mapped to 502.
+    service_a.close()
+    response = get_token(hs_b, bob, body)
+    assert (response.status, response.json()) == (
+        502,
+        {"errcode": "M_UNKNOWN", "error": "Unable to reach the specified homeserver"},
+    )
+
+
+def test_direct_federation_request_for_a_user_of_another_origin(hs, livekit, service) -> None:
+    instance = service()
+    response = instance.post(
+        "/_matrix/federation/v1/rtc/livekit/get_token",
+        {"user_id": "@mallory:evil.example", **token_body(livekit, f"!r:{hs.server_name}")},
+        {"Authorization": f"Bearer {hs.registration.hs_token}", "X-Matrix-Origin": "other.example"},
+    )
+    assert (response.status, response.json()) == (
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "The user does not belong to the requesting server"},
+    )
+
+
+def test_without_the_is_joined_scope_membership_is_unknown(tmp_path_factory, tmp_path, pki, livekit) -> None:
+    """lk-jwt-service's README spells the scope key `io.element.msc4502.scope`: Synapse 1.163 ignores it, so
+    `/is_joined` answers 403 and every token request is 502, never a token without a membership check."""
+    hs_no_scope = AsSynapse(tmp_path_factory.mktemp("as-synapse-no-scope"), pki, scope_key="io.element.msc4502.scope")
+    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
+    instance = None
+    try:
+        instance = PortedAuthService(
+            binary,
+            {
+                "LIVEKIT_URL": livekit.ws_url,
+                "LIVEKIT_KEY": LIVEKIT_KEY,
+                "LIVEKIT_SECRET": LIVEKIT_SECRET,
+                "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_no_scope.server_name,
+                "LIVEKIT_AS_REGISTRATION_FILE": str(hs_no_scope.registration.path),
+                "LIVEKIT_HS_SERVER_NAME": hs_no_scope.server_name,
+                "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_no_scope.server_name}={hs_no_scope.client_url}",
+            },
+            tmp_path / "auth-no-scope.log",
+            hs_no_scope.registration.service_port,
+        )
+        carol = hs_no_scope.register(f"carol{uuid.uuid4().hex[:8]}")
+        room_id = hs_no_scope.create_room(carol)
+
+        response = get_token(hs_no_scope, carol, token_body(livekit, room_id))
+
+        assert (response.status, response.json()) == (
+            502,
+            {"errcode": "M_UNKNOWN", "error": "Unable to verify room membership"},
+        )
+        assert livekit.snapshot() == []
+    finally:
+        if instance is not None:
+            instance.close()
+        hs_no_scope.close()
