@@ -78,6 +78,8 @@ pub enum ConfigError {
     // Replica identity (delegation across replicas).
     #[error("LIVEKIT_REPLICA_ID must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}", go_quote(.value), max = REPLICA_ID_MAX_LEN)]
     ReplicaId { value: String },
+    #[error(transparent)]
+    Membership(#[from] crate::membership::config::MembershipConfigError),
 }
 
 /// Which homeservers' users may create rooms and delegate (§3.1).
@@ -254,6 +256,7 @@ pub struct Config {
 
     /// `LIVEKIT_REPLICA_ID`: this replica's stable name in Redis; None gives a random one per process.
     pub replica_id: Option<String>,
+    pub membership: crate::membership::config::MembershipConfig,
 }
 
 /// The environment as a lookup function; an empty value counts as unset.
@@ -401,6 +404,9 @@ impl Config {
             trusted_proxies,
             notices,
             replica_id,
+            membership: crate::membership::config::MembershipConfig::from_lookup(|name| {
+                env.get(name)
+            })?,
         })
     }
 }
