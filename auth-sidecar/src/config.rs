@@ -82,6 +82,8 @@ pub enum ConfigError {
     // Replica identity (delegation across replicas).
     #[error("LIVEKIT_REPLICA_ID must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}", go_quote(.value), max = REPLICA_ID_MAX_LEN)]
     ReplicaId { value: String },
+    #[error(transparent)]
+    Membership(#[from] crate::membership::config::MembershipConfigError),
 }
 
 /// Which homeservers' users may create rooms and delegate (§3.1).
@@ -261,6 +263,8 @@ pub struct Config {
 
     /// Application-service mode (see [`crate::appservice`]).
     pub appservice: crate::appservice::config::AppServiceConfig,
+    /// The membership monitor's settings (see [`crate::membership`]).
+    pub membership: crate::membership::config::MembershipConfig,
 }
 
 /// The environment as a lookup function; an empty value counts as unset.
@@ -412,6 +416,9 @@ impl Config {
             notices,
             replica_id,
             appservice,
+            membership: crate::membership::config::MembershipConfig::from_lookup(|name| {
+                env.get(name)
+            })?,
         })
     }
 }

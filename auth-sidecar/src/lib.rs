@@ -22,6 +22,8 @@ pub mod livekit;
 #[cfg(feature = "server")]
 pub mod matrix;
 #[cfg(feature = "server")]
+pub mod membership;
+#[cfg(feature = "server")]
 pub mod outbound;
 #[cfg(feature = "server")]
 pub mod server;

@@ -182,6 +182,7 @@ pub struct Metrics {
     delegation_jobs_ended: Family<StateLabel, Counter>,
     delayed_event_calls: Family<CallLabels, Counter>,
     webhooks: Family<OutcomeLabel, Counter>,
+    pub membership: crate::membership::metrics::MonitorMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -285,7 +286,9 @@ impl Metrics {
             });
         }
 
+        let membership = crate::membership::metrics::MonitorMetrics::register(&mut registry);
         Self {
+            membership,
             delegation_jobs,
             delegation_jobs_ended,
             delayed_event_calls,

@@ -16,6 +16,10 @@ pub enum Reply {
     Room,
     /// 200 with a Participant echoing the request's `identity`.
     Participant,
+    /// 200 with an empty message (`RemoveParticipant`, `DeleteRoom`).
+    Empty,
+    /// 200 with this body, as it is.
+    Text(&'static str),
     /// A Twirp error with this HTTP status and code.
     Error(u16, &'static str),
 }
@@ -99,6 +103,8 @@ async fn handle(
             StatusCode::OK,
             json!({"sid": "PA_fake", "identity": request["identity"], "state": "ACTIVE"}),
         ),
+        Reply::Empty => (StatusCode::OK, json!({})),
+        Reply::Text(text) => return (StatusCode::OK, text).into_response(),
         Reply::Error(status, code) => (
             StatusCode::from_u16(status).unwrap(),
             json!({"code": code, "msg": "fake error"}),

@@ -7,9 +7,9 @@
 //! clients still get `LIVEKIT_URL`. Requests use Twirp's JSON encoding
 //! (`Content-Type: application/json`, proto field names); errors come back as `{"code","msg"}` JSON.
 //!
-//! The service token for `CreateRoom` (`video.roomCreate`, valid 6 h like the SDK's default) is minted
-//! once and reused until an hour before it expires. Tokens for room-scoped calls (`GetParticipant`
-//! needs `roomAdmin` for that room) are minted per call.
+//! The service token for `CreateRoom` and `DeleteRoom` (`video.roomCreate`, valid 6 h like the SDK's
+//! default) is minted once and reused until an hour before it expires. Tokens for room-scoped calls
+//! (`GetParticipant` and `RemoveParticipant` need `roomAdmin` for that room) are minted per call.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -101,6 +101,15 @@ struct RoomParticipantIdentity<'a> {
     identity: &'a str,
 }
 
+#[derive(Serialize)]
+struct DeleteRoomRequest<'a> {
+    room: &'a str,
+}
+
+/// LiveKit's answer to `RemoveParticipant` and `DeleteRoom`: an empty message.
+#[derive(Deserialize)]
+struct Empty {}
+
 #[derive(Deserialize)]
 struct TwirpErrorBody {
     #[serde(default)]
@@ -185,12 +194,7 @@ impl RoomService {
         room: &str,
         identity: &str,
     ) -> Result<Option<Participant>, TwirpError> {
-        let video = VideoGrant {
-            room: Some(room),
-            room_admin: true,
-            ..VideoGrant::default()
-        };
-        let token = self.bearer(&video, SystemTime::now())?;
+        let token = self.room_admin_token(room)?;
         match self
             .call(
                 "GetParticipant",
@@ -203,6 +207,41 @@ impl RoomService {
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// `RemoveParticipant`: disconnects `identity` from `room`. A participant or room that is not
+    /// there is an error for which [`TwirpError::is_not_found`] holds.
+    pub async fn remove_participant(&self, room: &str, identity: &str) -> Result<(), TwirpError> {
+        let token = self.room_admin_token(room)?;
+        let Empty {} = self
+            .call(
+                "RemoveParticipant",
+                token,
+                &RoomParticipantIdentity { room, identity },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `DeleteRoom`: closes `room` and disconnects everyone in it. A room that is not there is an
+    /// error for which [`TwirpError::is_not_found`] holds.
+    pub async fn delete_room(&self, room: &str) -> Result<(), TwirpError> {
+        // Like `CreateRoom`, `DeleteRoom` needs `roomCreate`, not a room-scoped grant.
+        let token = self.create_token()?;
+        let Empty {} = self
+            .call("DeleteRoom", token, &DeleteRoomRequest { room })
+            .await?;
+        Ok(())
+    }
+
+    /// A per-call token with `roomAdmin` for `room`.
+    fn room_admin_token(&self, room: &str) -> Result<HeaderValue, TwirpError> {
+        let video = VideoGrant {
+            room: Some(room),
+            room_admin: true,
+            ..VideoGrant::default()
+        };
+        self.bearer(&video, SystemTime::now())
     }
 
     /// The cached `roomCreate` token, re-minted when close to expiry.
@@ -441,6 +480,79 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(participant.identity, "who");
+    }
+
+    #[tokio::test]
+    async fn remove_participant_sends_room_and_identity_with_room_admin() {
+        let fake = FakeLiveKit::start(Reply::Empty).await;
+        let service = RoomService::new(&fake.ws_url("/sfu"), keys(), http_client()).unwrap();
+        service.remove_participant("room", "who").await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(
+            call.path,
+            "/sfu/twirp/livekit.RoomService/RemoveParticipant"
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"room": "room", "identity": "who"})
+        );
+        assert_eq!(
+            claims(&call.authorization)["video"],
+            json!({"room": "room", "roomAdmin": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_participant_not_found_is_distinguishable() {
+        let fake = FakeLiveKit::start(Reply::Error(404, "not_found")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        let error = service.remove_participant("room", "who").await.unwrap_err();
+        assert!(error.is_not_found(), "{error:?}");
+
+        let fake = FakeLiveKit::start(Reply::Error(500, "internal")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        let error = service.remove_participant("room", "who").await.unwrap_err();
+        assert!(!error.is_not_found(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn delete_room_sends_the_room_with_room_create() {
+        let fake = FakeLiveKit::start(Reply::Empty).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        service.delete_room("the-alias").await.unwrap();
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(call.path, "/twirp/livekit.RoomService/DeleteRoom");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&call.body).unwrap(),
+            json!({"room": "the-alias"})
+        );
+        assert_eq!(
+            claims(&call.authorization)["video"],
+            json!({"roomCreate": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_room_not_found_is_distinguishable() {
+        let fake = FakeLiveKit::start(Reply::Error(404, "not_found")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        let error = service.delete_room("gone").await.unwrap_err();
+        assert!(error.is_not_found(), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_an_empty_message_is_a_decode_error() {
+        // A 200 that is no Twirp message at all (a proxy's page, say) is not taken for success.
+        let fake = FakeLiveKit::start(Reply::Text("not json")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        assert!(matches!(
+            service.remove_participant("room", "who").await,
+            Err(TwirpError::Decode(_))
+        ));
     }
 
     #[test]

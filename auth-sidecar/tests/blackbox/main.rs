@@ -15,6 +15,7 @@ mod harness;
 mod hostile_homeserver;
 mod lifecycle;
 mod limits;
+mod membership;
 mod openid;
 mod room;
 mod sfu_get;
