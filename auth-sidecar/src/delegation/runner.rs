@@ -20,11 +20,12 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 
 use super::job::{self, Effect, JobKey, JobParams, Signal, State};
 use super::ownership::{Lease, Ownership, Route, Standing, random_id};
-use super::retry::{self, Action, Backoff, Reply, Verdict};
-use super::store::{JobRecord, JobStore, field_of, key_of};
-use super::{AddJobError, Settings, StartError, Timing};
+use super::retry::{self, Backoff, Verdict};
+use super::settings::{Settings, Timing};
+use super::store::{JobRecord, JobStore, StoreError, field_of, key_of};
 use crate::livekit::twirp::RoomService;
 use crate::matrix::client_api::{ClientApi, ClientApiError};
+use crate::matrix::delayed_event::{Action, Reply};
 use crate::telemetry::Metrics;
 
 /// Signals a job may have queued before it drops webhook signals (it reacts within microseconds; the
@@ -83,6 +84,20 @@ impl ParticipantLookup for RoomService {
                 .map_err(|error| LookupError(error.to_string()))
         })
     }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Could not connect Redis store: {0}")]
+    Redis(#[from] StoreError),
+}
+
+/// Why a job was not added.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddJobError {
+    #[error("Service is shutting down")]
+    ShuttingDown,
 }
 
 /// The delegation engine. Cheap to clone.

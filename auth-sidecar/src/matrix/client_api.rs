@@ -21,10 +21,10 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use url::Url;
 
+use super::delayed_event::{self, Action, Reply};
+use super::full_access::FullAccess;
 use super::guard::{Guard, GuardedClient, Refusal};
 use super::server_name::ServerName;
-use crate::config::FullAccess;
-use crate::delegation::retry::{self, Action, Reply};
 use crate::outbound::Outbound;
 use crate::telemetry::Metrics;
 
@@ -309,7 +309,7 @@ async fn post_empty_object(request: reqwest::RequestBuilder) -> Reply {
             }
         }
     }
-    retry::classify(
+    delayed_event::classify(
         status,
         retry_after.as_deref(),
         &body,

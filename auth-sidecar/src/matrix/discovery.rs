@@ -35,8 +35,8 @@ use http::header::{CACHE_CONTROL, EXPIRES, HeaderMap};
 use rustls::pki_types::ServerName as TlsName;
 use tokio::sync::OnceCell;
 
-use super::federation::IdlePool;
 use super::guard::{Guard, GuardedClient, Refusal, redirect_policy};
+use super::idle_pool::IdlePool;
 use super::server_name::{Host, ServerName};
 use super::{error_chain, lock};
 use crate::outbound::dns::{Dns, DnsError, PlainResolver, SrvRecord};
