@@ -6,12 +6,15 @@
 //! - [`job`]: what a job is and its state machine, pure.
 //! - [`retry`]: what a homeserver's reply means for a job and how long to wait before trying again, pure.
 //! - [`runner`]: one task per job that turns signals and timers into homeserver calls.
-//! - [`store`]: the reference's Redis layout, so jobs survive restarts and image swaps.
+//! - [`record`]: a job as the reference stores it, pure.
+//! - [`store`]: the reference's Redis layout and every Redis operation, so jobs survive restarts and
+//!   image swaps.
 //! - [`ownership`]: leases that let several replicas share the jobs, one driver per job.
 //! - [`settings`]: the engine's intervals and set-up.
 
 pub mod job;
 pub mod ownership;
+pub mod record;
 pub mod retry;
 pub mod runner;
 pub mod settings;
