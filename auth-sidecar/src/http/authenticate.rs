@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use super::error::MatrixError;
 use super::request::OpenId;
 use super::state::AppState;
+use super::trace;
 
 /// A user the homeserver vouched for.
 pub struct Authenticated {
@@ -31,6 +32,7 @@ pub async fn authenticate(
         .await
     {
         Ok(user_id) => {
+            trace::record_user(&user_id);
             state
                 .limits
                 .check_homeserver(&openid.server_name, &state.metrics)?;

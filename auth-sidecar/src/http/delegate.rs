@@ -15,6 +15,7 @@ use super::gate::{Admitted, admit, answer};
 use super::hand_over::{DELEGATION_NOT_ALLOWED, add_job, resolve_client_api};
 use super::request::{self, GetTokenBody, MISSING_DELAY_PAIR, MISSING_ROOM_OR_SLOT, OpenId};
 use super::state::AppState;
+use super::trace;
 use crate::contract::path;
 use crate::delegation::JobKey;
 use crate::livekit::grant::{participant_identity, room_alias};
@@ -95,14 +96,13 @@ async fn delegate_delayed_leave(
     let user = authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
-            user_id = %user.user_id,
             claimed_user_id = %request.claimed_user_id,
             "claimed user does not match the OpenID token"
         );
         return Err(MatrixError::unauthorized());
     }
     if !user.full_access {
-        tracing::info!(user_id = %user.user_id, "delegation refused: not a full-access user");
+        tracing::info!("delegation refused: not a full-access user");
         return Err(MatrixError::forbidden(DELEGATION_NOT_ALLOWED));
     }
     let server_name = &request.openid.server_name;
@@ -115,6 +115,7 @@ async fn delegate_delayed_leave(
             &request.member_id,
         ),
     };
+    trace::record_room(&key.room);
     add_job(
         state,
         key,

@@ -30,7 +30,6 @@ async fn get_token(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, Mat
     let user = authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
-            user_id = %user.user_id,
             claimed_user_id = %request.claimed_user_id,
             "claimed user does not match the OpenID token"
         );

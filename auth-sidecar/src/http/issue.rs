@@ -8,6 +8,7 @@ use super::error::MatrixError;
 use super::hand_over::{self, DELEGATION_NOT_ALLOWED};
 use super::request::Delegation;
 use super::state::AppState;
+use super::trace;
 use crate::delegation::JobKey;
 use crate::livekit::grant;
 
@@ -24,8 +25,9 @@ pub struct Grant<'a> {
 /// Rows 6 to 9: refuses delegation to restricted users, mints the token, creates the room for
 /// full-access users, and returns the success body.
 pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, MatrixError> {
+    trace::record_room(&grant.room_alias);
     if grant.delegation.is_some() && !grant.user.full_access {
-        tracing::info!(user_id = %grant.user.user_id, "delegation refused: not a full-access user");
+        tracing::info!("delegation refused: not a full-access user");
         return Err(MatrixError::bad_json(DELEGATION_NOT_ALLOWED));
     }
     let jwt = grant::participant_token(
@@ -42,8 +44,6 @@ pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, Matrix
         prepare_room_and_delegation(state, &grant).await?;
     }
     tracing::debug!(
-        user_id = %grant.user.user_id,
-        room = %grant.room_alias,
         full_access = grant.user.full_access,
         "issued a LiveKit token"
     );
@@ -89,15 +89,15 @@ async fn create_room(state: &AppState, room_alias: &str) -> Result<(), MatrixErr
             // the room was already there.
             let created = u64::try_from(room.creation_time).is_ok_and(|t| t >= asked_at);
             if created {
-                tracing::info!(room = %room_alias, sid = %room.sid, "created LiveKit room");
+                tracing::info!(sid = %room.sid, "created LiveKit room");
             } else {
-                tracing::debug!(room = %room_alias, sid = %room.sid, "LiveKit room exists");
+                tracing::debug!(sid = %room.sid, "LiveKit room exists");
             }
             Ok(())
         }
         Err(error) => {
             state.metrics.create_room_failed();
-            tracing::warn!(room = %room_alias, %error, "LiveKit CreateRoom failed");
+            tracing::warn!(%error, "LiveKit CreateRoom failed");
             Err(MatrixError::create_room_failed())
         }
     }

@@ -3,12 +3,13 @@
 //! Routing is by exact path, like Go's `ServeMux` with method-less patterns: each endpoint checks the
 //! method itself, and anything else is Go's plain-text 404. The token endpoints run the same gate first
 //! (method, per-IP limit, body) and render their answer the same way (CORS and JSON headers on every
-//! response, a metric per answer); see [`gate`].
+//! response, a metric per answer); see `gate`. Every request runs inside a tracing span naming its
+//! route (see `trace`).
 //!
 //! Layering inside: the endpoints (`get_token`, `sfu_get`, `delegate`, `webhook`, `health`, `metrics`)
 //! use the shared steps (`issue`, `authenticate`, `hand_over`), which use the gate, the request types,
-//! the errors, the limits and the shared [`AppState`]; nothing below an endpoint names one, and this
-//! module only routes.
+//! the errors, the limits, the request span and the shared [`AppState`]; nothing below an endpoint
+//! names one, and this module only routes.
 
 pub mod cors;
 pub mod delegate;
@@ -30,6 +31,7 @@ mod issue;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod trace;
 
 use std::sync::Arc;
 
@@ -53,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(path::HEALTHZ, any(health::handle))
         .route(path::METRICS, any(metrics::handle))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(state)
 }
 

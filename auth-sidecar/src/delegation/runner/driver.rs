@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::future::OptionFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tracing::Instrument;
 
 use super::keeper::Keeper;
 use super::shared::{LocalJob, Shared};
@@ -46,6 +47,10 @@ impl Shared {
             let _ = signals.try_send(signal);
         }
         let key = params.key.clone();
+        // The job's lines carry its key through this span (never its delay ID). Its own root: a job
+        // outlives the request that added it by hours.
+        let span =
+            tracing::info_span!(parent: None, "job", room = %key.room, identity = %key.identity);
         let watcher = signals.clone();
         let stored = Arc::new(AtomicBool::new(stored));
         let keeper = lease.map(|lease| Keeper {
@@ -87,7 +92,7 @@ impl Shared {
             next_reset: None,
             restart: None,
         };
-        tokio::spawn(driver.run(receiver, watcher, replaced));
+        tokio::spawn(driver.run(receiver, watcher, replaced).instrument(span));
     }
 }
 
@@ -210,12 +215,15 @@ impl Driver {
             Instant::now(),
             job::waiting_timeout(self.params.delay_timeout, self.shared.timing.waiting_cap),
         );
-        let _watcher = AbortOnDrop(tokio::spawn(watch_participant(
-            self.shared.clone(),
-            self.params.clone(),
-            watcher,
-            self.resumed == Resumed::Connected,
-        )));
+        let _watcher = AbortOnDrop(tokio::spawn(
+            watch_participant(
+                self.shared.clone(),
+                self.params.clone(),
+                watcher,
+                self.resumed == Resumed::Connected,
+            )
+            .in_current_span(),
+        ));
         let mut shutdown = self.shared.shutting_down.subscribe();
         let renewal = self.shared.timing.lease_renewal();
         let mut renew = tokio::time::interval_at(Instant::now() + renewal, renewal);
@@ -268,20 +276,16 @@ impl Driver {
 
     /// Feeds a signal to the state machine and performs the resulting effects.
     async fn apply(&mut self, signal: Signal, replaced: &mut oneshot::Receiver<()>) -> Flow {
-        let params = self.params.clone();
-        let key = &params.key;
         let Some(transition) = job::step(self.state, signal) else {
-            tracing::debug!(room = %key.room, identity = %key.identity, state = %self.state, %signal,
-                "signal ignored in this state");
+            tracing::debug!(state = %self.state, %signal, "signal ignored in this state");
             return Flow::Continue;
         };
         if transition.next == self.state {
             // The periodic restart: routine, so only at debug.
-            tracing::debug!(room = %key.room, identity = %key.identity, state = %self.state,
-                %signal, "delegation job restart due");
+            tracing::debug!(state = %self.state, %signal, "delegation job restart due");
         } else {
-            tracing::info!(room = %key.room, identity = %key.identity, from = %self.state,
-                to = %transition.next, %signal, "delegation job transition");
+            tracing::info!(from = %self.state, to = %transition.next, %signal,
+                "delegation job transition");
         }
         record_transition(&self.shared.metrics, self.state, transition.next);
         self.state = transition.next;
@@ -315,7 +319,7 @@ impl Driver {
                         Some(()) = hold => SendOutcome::Lost,
                         outcome = self.send() => outcome,
                     };
-                    tracing::info!(room = %key.room, identity = %key.identity, ?outcome, "delayed leave send finished");
+                    tracing::info!(?outcome, "delayed leave send finished");
                     if outcome == SendOutcome::Lost {
                         return Flow::Stop;
                     }
@@ -389,8 +393,7 @@ impl Driver {
             };
             let wake = after(Instant::now(), wait);
             if wake >= end {
-                tracing::warn!(room = %self.params.key.room, identity = %self.params.key.identity,
-                    "giving up sending a delayed leave: the send window is over");
+                tracing::warn!("giving up sending a delayed leave: the send window is over");
                 return SendOutcome::Failed;
             }
             sleep_until(wake).await;
@@ -419,8 +422,11 @@ async fn attempt(shared: &Shared, params: &JobParams, action: Action) -> Option<
             shared
                 .metrics
                 .delayed_event_call(action.as_str(), reply.label());
-            tracing::debug!(action = action.as_str(), reply = reply.label(),
-                room = %params.key.room, identity = %params.key.identity, "delayed event call");
+            tracing::debug!(
+                action = action.as_str(),
+                reply = reply.label(),
+                "delayed event call"
+            );
             Some(reply)
         }
         Err(error) => {
@@ -495,7 +501,7 @@ async fn watch_participant(
                 return;
             }
             Ok(false) => {}
-            Err(error) => tracing::debug!(%error, %room, %identity, "participant lookup failed"),
+            Err(error) => tracing::debug!(%error, "participant lookup failed"),
         }
         let wake = after(Instant::now(), backoff.next_interval());
         if wake >= give_up {
@@ -522,7 +528,7 @@ async fn watch_participant(
                 return;
             }
             Ok(true) => {}
-            Err(error) => tracing::debug!(%error, %room, %identity, "sanity check lookup failed"),
+            Err(error) => tracing::debug!(%error, "sanity check lookup failed"),
         }
     }
 }

@@ -5,14 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{AddJobError, DelayedEventApi, Delegation, LookupError, ParticipantLookup};
 use crate::delegation::job::{JobKey, JobParams, Signal};
 use crate::delegation::settings::{Settings, Timing};
 use crate::matrix::client_api::ClientApiError;
 use crate::matrix::delayed_event::{Action, Reply};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, capture_logs};
 
 /// What the fake homeserver answers to an action.
 #[derive(Clone, Debug)]
@@ -489,4 +491,28 @@ async fn shutdown_stops_jobs_without_calls_and_refuses_new_ones() {
     h.notify(Signal::ParticipantDisconnectedIntentionally).await;
     sleep(3600.0).await;
     assert_eq!(h.hs.calls().len(), 1, "{:?}", h.hs.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_lines_carry_its_key_in_a_span_of_its_own_and_never_its_delay_id() {
+    let logs = capture_logs();
+    let h = harness(None).await;
+    // Added from inside a request, as the HTTP layer does: the job's span must not hang below it.
+    h.add("secret-delay-id", 60)
+        .instrument(tracing::info_span!("request"))
+        .await;
+    h.notify(Signal::ParticipantConnected).await;
+    sleep(0.1).await;
+    let text = logs.text();
+    let transition = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["message"] == "delegation job transition")
+        .unwrap_or_else(|| panic!("no transition logged:\n{text}"));
+    assert_eq!(transition["span"]["name"], "job", "{text}");
+    assert_eq!(transition["span"]["room"], "room");
+    assert_eq!(transition["span"]["identity"], "identity");
+    assert_eq!(transition["spans"].as_array().map(Vec::len), Some(1), "a root span: {text}");
+    assert!(transition.get("room").is_none(), "not repeated on the line: {text}");
+    assert!(!text.contains("secret-delay-id"), "the delay ID is a secret:\n{text}");
 }
