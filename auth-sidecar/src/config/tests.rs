@@ -131,9 +131,10 @@ fn bind_and_port() {
     let config = parse(&env_with(&[(env::LIVEKIT_JWT_PORT, "9001")])).unwrap();
     assert_eq!(config.bind, BindAddress::AllInterfaces(9001));
     assert!(
-        config.notices.iter().any(
-            |n| matches!(n, Notice::Warn(m) if m.contains("LIVEKIT_JWT_PORT is deprecated"))
-        )
+        config
+            .notices
+            .iter()
+            .any(|n| matches!(n, Notice::Warn(m) if m.contains("LIVEKIT_JWT_PORT is deprecated")))
     );
     let config = parse(&env_with(&[(env::LIVEKIT_JWT_BIND, "127.0.0.1:9002")])).unwrap();
     assert_eq!(config.bind, BindAddress::Host("127.0.0.1".into(), 9002));

@@ -76,7 +76,9 @@ mod tests {
                 .await;
             assert_eq!(response.status, 200);
         }
-        let rejected = harness.send(Harness::request(Method::GET, "/get_token", "")).await;
+        let rejected = harness
+            .send(Harness::request(Method::GET, "/get_token", ""))
+            .await;
         assert_eq!(rejected.status, 405);
 
         let text = logs.text();
@@ -86,9 +88,21 @@ mod tests {
         assert_eq!(span["name"], "request", "{text}");
         assert_eq!(span["route"], "/get_token");
         assert_eq!(span["user_id"], "@alice:example.com");
-        assert!(span["room"].as_str().is_some_and(|room| !room.is_empty()), "{text}");
-        assert!(issued[0].get("user_id").is_none(), "not repeated on the line: {text}");
-        assert_ne!(issued[0]["span"]["id"], issued[1]["span"]["id"], "one id per request");
-        assert!(!text.contains("good-token"), "no access token in the logs: {text}");
+        assert!(
+            span["room"].as_str().is_some_and(|room| !room.is_empty()),
+            "{text}"
+        );
+        assert!(
+            issued[0].get("user_id").is_none(),
+            "not repeated on the line: {text}"
+        );
+        assert_ne!(
+            issued[0]["span"]["id"], issued[1]["span"]["id"],
+            "one id per request"
+        );
+        assert!(
+            !text.contains("good-token"),
+            "no access token in the logs: {text}"
+        );
     }
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// The two MSC4140 actions the service performs on a delayed event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The two MSC4140 actions the service performs on a delayed event. The name (the call's last path
+/// segment and a metrics label) is derived: the variant's name in snake case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     /// Push the event's timer back by its full delay.
     Restart,
@@ -19,21 +21,21 @@ pub enum Action {
 impl Action {
     /// The last path segment of the call, also used as a metrics label.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Restart => "restart",
-            Self::Send => "send",
-        }
+        self.into()
     }
 }
 
-/// What one homeserver response said, before the action gives it a meaning.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one homeserver response said, before the action gives it a meaning. Its metrics label is
+/// derived: the variant's name in snake case unless it says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reply {
     /// 2xx.
     Success,
     /// 404: the delay ID is unknown (already sent, cancelled or never existed).
     NotFound,
     /// 429 with a usable hint of when to come back.
+    #[strum(serialize = "rate_limited")]
     RetryAfter(Duration),
     /// Anything else (429 without a hint, 5xx, any other status, or a transport error); the text says which.
     Transient(String),
@@ -42,12 +44,7 @@ pub enum Reply {
 impl Reply {
     /// Metrics label of the reply.
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::NotFound => "not_found",
-            Self::RetryAfter(_) => "rate_limited",
-            Self::Transient(_) => "transient",
-        }
+        self.into()
     }
 }
 
@@ -105,6 +102,25 @@ mod tests {
 
     fn reply(status: u16, header: Option<&str>, body: &str) -> Reply {
         classify(status, header, body.as_bytes(), now())
+    }
+
+    /// Metric label values are what dashboards select on: deriving them must not change them.
+    #[test]
+    fn labels_are_the_stable_ones() {
+        assert_eq!(
+            [Action::Restart.as_str(), Action::Send.as_str()],
+            ["restart", "send"]
+        );
+        let replies = [
+            Reply::Success,
+            Reply::NotFound,
+            Reply::RetryAfter(Duration::from_secs(1)),
+            Reply::Transient("x".into()),
+        ];
+        assert_eq!(
+            replies.iter().map(Reply::label).collect::<Vec<_>>(),
+            ["success", "not_found", "rate_limited", "transient"]
+        );
     }
 
     #[test]

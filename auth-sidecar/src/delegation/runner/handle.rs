@@ -11,8 +11,8 @@ use super::ports::{DelayedEventApi, ParticipantLookup};
 use super::shared::Shared;
 use crate::delegation::job::{JobKey, JobParams, Signal};
 use crate::delegation::ownership::{Ownership, random_id};
-use crate::delegation::settings::Settings;
 use crate::delegation::record::{JobRecord, field_of};
+use crate::delegation::settings::Settings;
 use crate::delegation::store::{JobStore, StoreError};
 use crate::telemetry::Metrics;
 

@@ -53,8 +53,7 @@ impl Keeper {
         match ownership.claim(&self.lease, &self.value()).await {
             Ok(()) => {
                 self.stored.store(true, Ordering::SeqCst);
-                tracing::info!(
-                    "a delegation job held in memory only is stored in Redis now");
+                tracing::info!("a delegation job held in memory only is stored in Redis now");
             }
             Err(error) => tracing::debug!(%error, "Redis still cannot store a delegation job"),
         }

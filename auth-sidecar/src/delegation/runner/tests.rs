@@ -512,7 +512,17 @@ async fn a_jobs_lines_carry_its_key_in_a_span_of_its_own_and_never_its_delay_id(
     assert_eq!(transition["span"]["name"], "job", "{text}");
     assert_eq!(transition["span"]["room"], "room");
     assert_eq!(transition["span"]["identity"], "identity");
-    assert_eq!(transition["spans"].as_array().map(Vec::len), Some(1), "a root span: {text}");
-    assert!(transition.get("room").is_none(), "not repeated on the line: {text}");
-    assert!(!text.contains("secret-delay-id"), "the delay ID is a secret:\n{text}");
+    assert_eq!(
+        transition["spans"].as_array().map(Vec::len),
+        Some(1),
+        "a root span: {text}"
+    );
+    assert!(
+        transition.get("room").is_none(),
+        "not repeated on the line: {text}"
+    );
+    assert!(
+        !text.contains("secret-delay-id"),
+        "the delay ID is a secret:\n{text}"
+    );
 }

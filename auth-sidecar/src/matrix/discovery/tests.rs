@@ -6,9 +6,7 @@ use http::StatusCode;
 
 use super::*;
 use crate::matrix::guard::MAX_REDIRECTS;
-use crate::matrix::test_support::{
-    Answer, FakeDns, Seen, TestServer, bounded, outbound, settings,
-};
+use crate::matrix::test_support::{Answer, FakeDns, Seen, TestServer, bounded, outbound, settings};
 use crate::outbound::OutboundSettings;
 
 fn new_discovery(
@@ -113,8 +111,7 @@ async fn srv_targets_come_by_priority_then_weight() {
         );
         let (discovery, dns, _) = new_discovery(dns, &settings());
         let targets = discovery.targets(&srv("hs.test")).await.unwrap();
-        let order: Vec<(TargetHost, u16)> =
-            targets.into_iter().map(|t| (t.host, t.port)).collect();
+        let order: Vec<(TargetHost, u16)> = targets.into_iter().map(|t| (t.host, t.port)).collect();
         let expected = [
             ("a.test", 1003),
             ("b.test", 1002),
@@ -456,8 +453,7 @@ async fn concurrent_lookups_share_one_discovery() {
         )
         .await;
         let hs = name("hs.test");
-        let routes =
-            futures::future::join_all((0..8).map(|_| discovery.resolve(&hs, true))).await;
+        let routes = futures::future::join_all((0..8).map(|_| discovery.resolve(&hs, true))).await;
         let first = routes[0].as_ref().unwrap();
         assert!(
             routes
@@ -494,8 +490,7 @@ async fn invalidate_drops_only_the_route_it_was_given() {
 #[tokio::test]
 async fn the_guard_refuses_an_untrusted_well_known_on_a_private_address() {
     bounded(async {
-        let answer =
-            |_: &Seen| Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test:1"}"#);
+        let answer = |_: &Seen| Answer::json(StatusCode::OK, r#"{"m.server":"delegated.test:1"}"#);
         let (server, discovery, metrics) = delegating(answer, &settings()).await;
         let route = discovery.resolve(&name("hs.test"), false).await.unwrap();
         assert_eq!(
