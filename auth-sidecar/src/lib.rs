@@ -31,6 +31,8 @@ pub mod go_json;
 pub mod healthcheck;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(all(test, feature = "server"))]
+mod layering;
 #[cfg(feature = "server")]
 pub mod livekit;
 #[cfg(feature = "server")]
