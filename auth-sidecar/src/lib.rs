@@ -2,6 +2,22 @@
 //!
 //! A drop-in replacement for element-hq/lk-jwt-service: same endpoints, environment, claims and hashes.
 //! Without the default `server` feature only [`contract`] is compiled, which is all the operator needs.
+//!
+//! # Layering
+//!
+//! Each module uses only modules on its own level's left or on lower levels; no two modules use each
+//! other, and within a directory the parent module (`mod.rs`) only declares, re-exports and routes, so
+//! its children never reach back into it for shared items (those live in a sibling module):
+//!
+//! 1. [`contract`], [`go_json`], [`telemetry`]: names, encodings, logs and metrics; they use nothing.
+//! 2. [`outbound`]: TLS, DNS and the HTTP clients.
+//! 3. [`livekit`], [`matrix`]: the two outside worlds the service talks to (tokens, webhooks and the
+//!    RoomService; discovery, OpenID, the SSRF guard, the client-server API). Neither uses the other.
+//! 4. [`delegation`]: delegated leave jobs, driven through `matrix` (delayed events) and `livekit`
+//!    (participant lookups).
+//! 5. [`config`]: the environment, parsed into the settings types of the levels below.
+//! 6. [`http`]: the endpoints, over the shared state built from all of the above.
+//! 7. [`server`], [`healthcheck`]: wiring, serving and the container's health probe.
 
 pub mod contract;
 
@@ -17,6 +33,8 @@ pub mod go_json;
 pub mod healthcheck;
 #[cfg(feature = "server")]
 pub mod http;
+#[cfg(all(test, feature = "server"))]
+mod layering;
 #[cfg(feature = "server")]
 pub mod livekit;
 #[cfg(feature = "server")]

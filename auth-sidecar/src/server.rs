@@ -22,13 +22,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::config::{BindAddress, Config, FullAccess, Notice};
+use crate::config::{BindAddress, Config, Notice};
 use crate::delegation::{self, Delegation, StartError};
 use crate::http::limits::RateLimits;
 use crate::http::{AppState, OpenIdLookup, TokenResponse, router};
 use crate::livekit::twirp::{BaseUrlError, RoomService};
 use crate::livekit::webhook::WebhookVerifier;
 use crate::matrix::client_api::{ClientApi, Reach};
+use crate::matrix::full_access::FullAccess;
 use crate::matrix::guard::Guard;
 use crate::matrix::openid::OpenIdVerifier;
 use crate::outbound::{Outbound, OutboundError};

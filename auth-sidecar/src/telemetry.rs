@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use strum::VariantArray;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -102,8 +103,9 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
-/// What became of a LiveKit webhook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What became of a LiveKit webhook. Its label is derived: the variant's name in snake case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum WebhookOutcome {
     /// A verified participant event, handed to the delegation engine.
     Delivered,
@@ -115,32 +117,17 @@ pub enum WebhookOutcome {
     Malformed,
 }
 
-impl WebhookOutcome {
-    const ALL: [Self; 4] = [
-        Self::Delivered,
-        Self::Ignored,
-        Self::Rejected,
-        Self::Malformed,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Ignored => "ignored",
-            Self::Rejected => "rejected",
-            Self::Malformed => "malformed",
-        }
-    }
-}
-
-/// Which rate limit refused a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which rate limit refused a request. Its label is declared with the variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
 pub enum RateLimitKind {
     /// `LIVEKIT_RATE_LIMIT_PER_IP`.
+    #[strum(serialize = "ip")]
     PerIp,
     /// `LIVEKIT_RATE_LIMIT_PER_HOMESERVER`.
+    #[strum(serialize = "homeserver")]
     PerHomeserver,
     /// The same rate, over a client's failed OpenID verifications.
+    #[strum(serialize = "failed_verification")]
     FailedVerifications,
 }
 
@@ -175,9 +162,7 @@ pub struct Metrics {
     openid_cache: HitMiss,
     outbound_refused: Counter,
     create_room_failures: Counter,
-    rate_limited_ip: Counter,
-    rate_limited_homeserver: Counter,
-    rate_limited_failures: Counter,
+    rate_limited: Family<LimitLabel, Counter>,
     delegation_jobs: Family<StateLabel, Gauge>,
     delegation_jobs_ended: Family<StateLabel, Counter>,
     delayed_event_calls: Family<CallLabels, Counter>,
@@ -280,10 +265,14 @@ impl Metrics {
             "LiveKit webhooks received, by outcome (rejected = failed verification)",
             webhooks.clone(),
         );
-        for outcome in WebhookOutcome::ALL {
+        for &outcome in WebhookOutcome::VARIANTS {
             let _ = webhooks.get_or_create(&OutcomeLabel {
-                outcome: outcome.label(),
+                outcome: outcome.into(),
             });
+        }
+        // Every limit is shown from the start, at zero.
+        for &kind in RateLimitKind::VARIANTS {
+            let _ = rate_limited.get_or_create(&LimitLabel { limit: kind.into() });
         }
 
         let membership = crate::membership::metrics::MonitorMetrics::register(&mut registry);
@@ -300,13 +289,7 @@ impl Metrics {
             openid_cache,
             outbound_refused,
             create_room_failures,
-            rate_limited_ip: rate_limited.get_or_create_owned(&LimitLabel { limit: "ip" }),
-            rate_limited_homeserver: rate_limited.get_or_create_owned(&LimitLabel {
-                limit: "homeserver",
-            }),
-            rate_limited_failures: rate_limited.get_or_create_owned(&LimitLabel {
-                limit: "failed_verification",
-            }),
+            rate_limited,
             registry,
         }
     }
@@ -350,12 +333,9 @@ impl Metrics {
 
     /// Counts a request refused by a rate limit.
     pub fn rate_limited(&self, kind: RateLimitKind) {
-        match kind {
-            RateLimitKind::PerIp => &self.rate_limited_ip,
-            RateLimitKind::PerHomeserver => &self.rate_limited_homeserver,
-            RateLimitKind::FailedVerifications => &self.rate_limited_failures,
-        }
-        .inc();
+        self.rate_limited
+            .get_or_create(&LimitLabel { limit: kind.into() })
+            .inc();
     }
 
     /// A delegation job entered `state` (`waiting` or `connected`).
@@ -390,7 +370,7 @@ impl Metrics {
     pub fn webhook(&self, outcome: WebhookOutcome) {
         self.webhooks
             .get_or_create(&OutcomeLabel {
-                outcome: outcome.label(),
+                outcome: outcome.into(),
             })
             .inc();
     }
@@ -403,6 +383,58 @@ impl Metrics {
             tracing::warn!(%error, "could not encode metrics");
         }
         out
+    }
+}
+
+/// Test support: the log lines (JSON, as `LIVEKIT_LOG_FORMAT=json` writes them, at debug) of everything
+/// this thread logs while the value lives; tests on a current-thread runtime see their tasks' lines too.
+#[cfg(test)]
+pub(crate) struct CapturedLogs {
+    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _default: tracing::subscriber::DefaultGuard,
+}
+
+#[cfg(test)]
+impl CapturedLogs {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        let buffer = self
+            .buffer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+/// Starts capturing this thread's log lines (see [`CapturedLogs`]).
+#[cfg(test)]
+pub(crate) fn capture_logs() -> CapturedLogs {
+    /// Appends to the shared buffer.
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = std::sync::Arc::default();
+    let writer = std::sync::Arc::clone(&buffer);
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::DEBUG)
+        .with_writer(move || Sink(std::sync::Arc::clone(&writer)))
+        .json()
+        .flatten_event(true)
+        .finish();
+    CapturedLogs {
+        buffer,
+        _default: tracing::subscriber::set_default(subscriber),
     }
 }
 
@@ -455,12 +487,15 @@ mod tests {
             "matrixrtc_auth_create_room_failures_total 1",
             r#"matrixrtc_auth_rate_limited_total{limit="homeserver"} 1"#,
             r#"matrixrtc_auth_rate_limited_total{limit="ip"} 0"#,
+            r#"matrixrtc_auth_rate_limited_total{limit="failed_verification"} 0"#,
             r#"matrixrtc_auth_delegation_jobs{state="waiting"} 0"#,
             r#"matrixrtc_auth_delegation_jobs{state="connected"} 1"#,
             r#"matrixrtc_auth_delegation_jobs_ended_total{state="aborted"} 1"#,
             r#"matrixrtc_auth_delayed_event_calls_total{action="restart",outcome="success"} 1"#,
             r#"matrixrtc_auth_webhooks_total{outcome="rejected"} 1"#,
             r#"matrixrtc_auth_webhooks_total{outcome="delivered"} 0"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="ignored"} 0"#,
+            r#"matrixrtc_auth_webhooks_total{outcome="malformed"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

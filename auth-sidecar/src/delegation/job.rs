@@ -4,7 +4,6 @@
 //! The runner feeds signals in (webhooks, LiveKit lookups, timers, outcomes of homeserver calls) and
 //! performs the effects that come out; nothing in this module does I/O or reads a clock.
 
-use std::fmt;
 use std::time::Duration;
 
 /// The key of a job: at most one job exists per (LiveKit room alias, LiveKit identity).
@@ -57,9 +56,24 @@ impl JobParams {
 }
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Its lower-case name (logs, the `state` label of the job metrics) is derived: the variant's name in
+/// snake case unless it says otherwise.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum State {
     /// Created; the participant has not been seen in the room yet.
+    #[strum(serialize = "waiting")]
     WaitingForInitialConnect,
     /// The participant is in the room; the delayed event is kept from firing.
     Connected,
@@ -72,15 +86,6 @@ pub enum State {
 }
 
 impl State {
-    /// Every state, for exhaustive tests and metrics.
-    pub const ALL: [State; 5] = [
-        State::WaitingForInitialConnect,
-        State::Connected,
-        State::Disconnected,
-        State::Aborted,
-        State::Replaced,
-    ];
-
     /// True once the job has nothing left to react to.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Disconnected | Self::Aborted | Self::Replaced)
@@ -88,24 +93,27 @@ impl State {
 
     /// Lower-case name used in logs and metrics labels.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WaitingForInitialConnect => "waiting",
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-            Self::Aborted => "aborted",
-            Self::Replaced => "replaced",
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 /// Something that happened to a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Its name (logs, and the messages that carry it between replicas) is derived: the variant's name in
+/// snake case.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Signal {
     /// Webhook `participant_joined`.
     ParticipantConnected,
@@ -132,47 +140,14 @@ pub enum Signal {
 }
 
 impl Signal {
-    /// Every signal, for exhaustive tests.
-    pub const ALL: [Signal; 11] = [
-        Signal::ParticipantConnected,
-        Signal::ParticipantLookupSuccessful,
-        Signal::ParticipantConnectionAborted,
-        Signal::ParticipantDisconnectedIntentionally,
-        Signal::SfuParticipantGone,
-        Signal::WaitingStateTimedOut,
-        Signal::DelayedEventReset,
-        Signal::DelayedEventNotFound,
-        Signal::DelayedEventTimedOut,
-        Signal::CsApiUrlNotFound,
-        Signal::JobReplaced,
-    ];
-
     /// Stable name used when a signal travels between replicas and in logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ParticipantConnected => "participant_connected",
-            Self::ParticipantLookupSuccessful => "participant_lookup_successful",
-            Self::ParticipantConnectionAborted => "participant_connection_aborted",
-            Self::ParticipantDisconnectedIntentionally => "participant_disconnected_intentionally",
-            Self::SfuParticipantGone => "sfu_participant_gone",
-            Self::WaitingStateTimedOut => "waiting_state_timed_out",
-            Self::DelayedEventReset => "delayed_event_reset",
-            Self::DelayedEventNotFound => "delayed_event_not_found",
-            Self::DelayedEventTimedOut => "delayed_event_timed_out",
-            Self::CsApiUrlNotFound => "cs_api_url_not_found",
-            Self::JobReplaced => "job_replaced",
-        }
+        self.into()
     }
 
     /// The inverse of [`Signal::as_str`].
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|signal| signal.as_str() == name)
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        name.parse().ok()
     }
 }
 
@@ -250,6 +225,7 @@ mod tests {
     use Effect::*;
     use Signal as S;
     use State::*;
+    use strum::VariantArray;
 
     /// The table of spec §5.2, written out independently of `step`.
     fn expected(state: State, signal: Signal) -> Option<(State, Vec<Effect>)> {
@@ -283,8 +259,8 @@ mod tests {
     #[test]
     fn every_pair_follows_the_table_and_unlisted_pairs_are_ignored() {
         let mut listed = 0;
-        for state in State::ALL {
-            for signal in Signal::ALL {
+        for &state in State::VARIANTS {
+            for &signal in Signal::VARIANTS {
                 let actual = step(state, signal).map(|t| (t.next, t.effects.to_vec()));
                 assert_eq!(actual, expected(state, signal), "{state} + {signal}");
                 listed += usize::from(actual.is_some());
@@ -308,7 +284,7 @@ mod tests {
     fn terminal_states_ignore_everything() {
         for state in [Disconnected, Aborted, Replaced] {
             assert!(state.is_terminal());
-            for signal in Signal::ALL {
+            for &signal in Signal::VARIANTS {
                 assert_eq!(step(state, signal), None, "{state} + {signal}");
             }
         }
@@ -318,8 +294,8 @@ mod tests {
 
     #[test]
     fn only_leaving_after_a_connection_or_a_wait_sends() {
-        for state in State::ALL {
-            for signal in Signal::ALL {
+        for &state in State::VARIANTS {
+            for &signal in Signal::VARIANTS {
                 let sends = step(state, signal).is_some_and(|t| t.effects.contains(&Send));
                 let should = matches!(
                     (state, signal),
@@ -336,9 +312,43 @@ mod tests {
         }
     }
 
+    /// The names are a wire format (replicas of other versions read them from Redis) and metric labels:
+    /// deriving them must not change them.
+    #[test]
+    fn names_are_the_stable_ones() {
+        let signals: Vec<&str> = Signal::VARIANTS.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            signals,
+            [
+                "participant_connected",
+                "participant_lookup_successful",
+                "participant_connection_aborted",
+                "participant_disconnected_intentionally",
+                "sfu_participant_gone",
+                "waiting_state_timed_out",
+                "delayed_event_reset",
+                "delayed_event_not_found",
+                "delayed_event_timed_out",
+                "cs_api_url_not_found",
+                "job_replaced",
+            ]
+        );
+        let states: Vec<String> = State::VARIANTS.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            states,
+            [
+                "waiting",
+                "connected",
+                "disconnected",
+                "aborted",
+                "replaced"
+            ]
+        );
+    }
+
     #[test]
     fn signal_names_round_trip() {
-        for signal in Signal::ALL {
+        for &signal in Signal::VARIANTS {
             assert_eq!(Signal::from_name(signal.as_str()), Some(signal));
         }
         assert_eq!(Signal::from_name("bogus"), None);

@@ -52,7 +52,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::job::Signal;
-use super::store::{Holder, InboxReader, JobRecord, JobStore, StoreError};
+use super::record::JobRecord;
+use super::store::{Holder, InboxReader, JobStore, StoreError};
 
 /// A random identifier (128 bits, hex): replica IDs and job generations.
 pub fn random_id() -> String {

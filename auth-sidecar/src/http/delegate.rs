@@ -1,5 +1,5 @@
-//! `POST /delegate_delayed_leave` (spec §1.4), and the delegation step the token endpoints share
-//! (spec §1.2 rows 8a, 8c, 8d): hand a client's delayed leave event over to the delegation engine.
+//! `POST /delegate_delayed_leave` (spec §1.4): hand a client's delayed leave event over to the
+//! delegation engine.
 //!
 //! The body is `/get_token`'s, with `delay_id` and `delay_timeout` required; the answer is `{}`. No room
 //! is created and no token issued. Restricted users get 403 here (400 on the token endpoints).
@@ -9,12 +9,15 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
+use super::authenticate::authenticate;
 use super::error::MatrixError;
-use super::issue;
+use super::gate::{Admitted, admit, answer};
+use super::hand_over::{DELEGATION_NOT_ALLOWED, add_job, resolve_client_api};
 use super::request::{self, GetTokenBody, MISSING_DELAY_PAIR, MISSING_ROOM_OR_SLOT, OpenId};
-use super::{Admitted, AppState, admit, answer};
+use super::state::AppState;
+use super::trace;
 use crate::contract::path;
-use crate::delegation::{AddJobError, JobKey, JobParams};
+use crate::delegation::JobKey;
 use crate::livekit::grant::{participant_identity, room_alias};
 
 /// 3b here: unlike `/get_token`'s text, without "a".
@@ -23,9 +26,6 @@ pub const MISSING_MEMBER_FIELD: &str =
 /// 3c here: unlike `/get_token`'s text, without "a".
 pub const MISSING_OPENID_FIELD: &str =
     "The request body `openid_token` is missing `access_token` or `matrix_server_name`";
-/// 8d: a timeout the job store cannot hold (only reachable with absurdly large values).
-pub const INVALID_DELAY_TIMEOUT: &str = "The delay timeout is out of range";
-
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::DELEGATE_DELAYED_LEAVE, request).await {
@@ -93,18 +93,17 @@ async fn delegate_delayed_leave(
     admitted: &Admitted,
 ) -> Result<Vec<u8>, MatrixError> {
     let request = validate(request::decode::<GetTokenBody>(&admitted.body)?)?;
-    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
+    let user = authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
-            user_id = %user.user_id,
             claimed_user_id = %request.claimed_user_id,
             "claimed user does not match the OpenID token"
         );
         return Err(MatrixError::unauthorized());
     }
     if !user.full_access {
-        tracing::info!(user_id = %user.user_id, "delegation refused: not a full-access user");
-        return Err(MatrixError::forbidden(issue::DELEGATION_NOT_ALLOWED));
+        tracing::info!("delegation refused: not a full-access user");
+        return Err(MatrixError::forbidden(DELEGATION_NOT_ALLOWED));
     }
     let server_name = &request.openid.server_name;
     resolve_client_api(state, server_name).await?;
@@ -116,6 +115,7 @@ async fn delegate_delayed_leave(
             &request.member_id,
         ),
     };
+    trace::record_room(&key.room);
     add_job(
         state,
         key,
@@ -125,43 +125,6 @@ async fn delegate_delayed_leave(
     )
     .await?;
     Ok(b"{}\n".to_vec())
-}
-
-/// Rows 8a/7: the homeserver's client-server API must be known before anything is created. Primes the
-/// cache the job's calls use.
-pub async fn resolve_client_api(state: &AppState, server_name: &str) -> Result<(), MatrixError> {
-    match state.client_api.resolve(server_name).await {
-        Ok(_) => Ok(()),
-        Err(error) => {
-            tracing::info!(%server_name, %error, "cannot delegate: client-server API unknown");
-            Err(MatrixError::bad_json(UNRESOLVABLE_CLIENT_API))
-        }
-    }
-}
-
-/// 8a's text.
-pub const UNRESOLVABLE_CLIENT_API: &str = "Unable to resolve client-server API";
-
-/// Rows 8c/8d: adds (and, with Redis, stores) the job before the response goes out.
-pub async fn add_job(
-    state: &AppState,
-    key: JobKey,
-    server_name: &str,
-    delay_id: String,
-    delay_timeout: std::time::Duration,
-) -> Result<(), MatrixError> {
-    let params =
-        JobParams::new(key, server_name.to_owned(), delay_id, delay_timeout).map_err(|error| {
-            tracing::info!(%error, "delegation job rejected");
-            MatrixError::bad_json(INVALID_DELAY_TIMEOUT)
-        })?;
-    state
-        .delegation
-        .add(params)
-        .await
-        .map_err(|error| match error {
-            AddJobError::ShuttingDown => MatrixError::shutting_down(),
-        })
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
+use super::authenticate::authenticate;
 use super::error::MatrixError;
+use super::gate::{Admitted, admit, answer};
 use super::issue::{self, Grant};
 use super::request::{self, GetTokenBody};
-use super::{Admitted, AppState, admit, answer};
+use super::state::AppState;
 use crate::contract::path;
 use crate::livekit::grant::{participant_identity, room_alias};
 
@@ -25,10 +27,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
 
 async fn get_token(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
     let request = request::decode::<GetTokenBody>(&admitted.body)?.validate()?;
-    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
+    let user = authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {
         tracing::info!(
-            user_id = %user.user_id,
             claimed_user_id = %request.claimed_user_id,
             "claimed user does not match the OpenID token"
         );

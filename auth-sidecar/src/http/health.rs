@@ -5,7 +5,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{Method, StatusCode};
 
-use super::empty;
+use super::gate::empty;
 
 /// The route handler.
 pub async fn handle(request: Request) -> Response {

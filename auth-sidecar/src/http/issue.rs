@@ -1,63 +1,16 @@
-//! The part of a token request that both token endpoints share once the body is valid: the OpenID
-//! check with the limits around it, the full-access decision, minting, room creation and delegation.
+//! The part of a token request that both token endpoints share once the user is authenticated: the
+//! full-access decision, minting, room creation and delegation.
 
-use std::net::IpAddr;
 use std::time::SystemTime;
 
+use super::authenticate::Authenticated;
 use super::error::MatrixError;
-use super::request::{Delegation, OpenId};
-use super::{AppState, delegate};
+use super::hand_over::{self, DELEGATION_NOT_ALLOWED};
+use super::request::Delegation;
+use super::state::AppState;
+use super::trace;
 use crate::delegation::JobKey;
 use crate::livekit::grant;
-
-/// 400 for a restricted user who sends delay fields (row 6).
-pub const DELEGATION_NOT_ALLOWED: &str =
-    "Delegation of delayed events is only supported for full access users";
-
-/// A user the homeserver vouched for.
-pub struct Authenticated {
-    /// The verified Matrix user ID (`sub`).
-    pub user_id: String,
-    /// Whether the user's homeserver is in `LIVEKIT_FULL_ACCESS_HOMESERVERS`.
-    pub full_access: bool,
-}
-
-/// Row 4: asks the homeserver whose token this is. Around it, the limits (see [`super::limits`]): a
-/// `client` whose failed verifications are spent is refused before the lookup, a failure is counted
-/// against the client, and only a verified token counts against its homeserver.
-pub async fn authenticate(
-    state: &AppState,
-    client: IpAddr,
-    openid: &OpenId,
-) -> Result<Authenticated, MatrixError> {
-    state.limits.check_failures(client, &state.metrics)?;
-    let full_access = state.full_access.allows(&openid.server_name);
-    let trusted = state.ssrf_trusted.names(&openid.server_name);
-    match state
-        .openid
-        .lookup(&openid.server_name, &openid.access_token, trusted)
-        .await
-    {
-        Ok(user_id) => {
-            state
-                .limits
-                .check_homeserver(&openid.server_name, &state.metrics)?;
-            Ok(Authenticated {
-                user_id,
-                full_access,
-            })
-        }
-        Err(reason) => {
-            state.limits.record_failure(client);
-            tracing::info!(
-                server_name = %openid.server_name,
-                %reason,
-                "OpenID token not accepted"
-            );
-            Err(MatrixError::unauthorized())
-        }
-    }
-}
 
 /// What to put in the token, for whom.
 pub struct Grant<'a> {
@@ -72,8 +25,9 @@ pub struct Grant<'a> {
 /// Rows 6 to 9: refuses delegation to restricted users, mints the token, creates the room for
 /// full-access users, and returns the success body.
 pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, MatrixError> {
+    trace::record_room(&grant.room_alias);
     if grant.delegation.is_some() && !grant.user.full_access {
-        tracing::info!(user_id = %grant.user.user_id, "delegation refused: not a full-access user");
+        tracing::info!("delegation refused: not a full-access user");
         return Err(MatrixError::bad_json(DELEGATION_NOT_ALLOWED));
     }
     let jwt = grant::participant_token(
@@ -90,8 +44,6 @@ pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, Matrix
         prepare_room_and_delegation(state, &grant).await?;
     }
     tracing::debug!(
-        user_id = %grant.user.user_id,
-        room = %grant.room_alias,
         full_access = grant.user.full_access,
         "issued a LiveKit token"
     );
@@ -108,7 +60,7 @@ async fn prepare_room_and_delegation(
     grant: &Grant<'_>,
 ) -> Result<(), MatrixError> {
     if grant.delegation.is_some() {
-        delegate::resolve_client_api(state, grant.server_name).await?;
+        hand_over::resolve_client_api(state, grant.server_name).await?;
     }
     create_room(state, &grant.room_alias).await?;
     if let Some(delegation) = &grant.delegation {
@@ -116,7 +68,7 @@ async fn prepare_room_and_delegation(
             room: grant.room_alias.clone(),
             identity: grant.identity.clone(),
         };
-        delegate::add_job(
+        hand_over::add_job(
             state,
             key,
             grant.server_name,
@@ -137,15 +89,15 @@ async fn create_room(state: &AppState, room_alias: &str) -> Result<(), MatrixErr
             // the room was already there.
             let created = u64::try_from(room.creation_time).is_ok_and(|t| t >= asked_at);
             if created {
-                tracing::info!(room = %room_alias, sid = %room.sid, "created LiveKit room");
+                tracing::info!(sid = %room.sid, "created LiveKit room");
             } else {
-                tracing::debug!(room = %room_alias, sid = %room.sid, "LiveKit room exists");
+                tracing::debug!(sid = %room.sid, "LiveKit room exists");
             }
             Ok(())
         }
         Err(error) => {
             state.metrics.create_room_failed();
-            tracing::warn!(room = %room_alias, %error, "LiveKit CreateRoom failed");
+            tracing::warn!(%error, "LiveKit CreateRoom failed");
             Err(MatrixError::create_room_failed())
         }
     }

@@ -9,7 +9,8 @@ use axum::response::Response;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
 
-use super::{AppState, empty};
+use super::gate::empty;
+use super::state::AppState;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

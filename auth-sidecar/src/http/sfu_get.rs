@@ -8,10 +8,12 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::Response;
 
+use super::authenticate::authenticate;
 use super::error::MatrixError;
+use super::gate::{Admitted, admit, answer};
 use super::issue::{self, Grant};
 use super::request::{self, SfuGetBody};
-use super::{Admitted, AppState, admit, answer};
+use super::state::AppState;
 use crate::contract::path;
 use crate::livekit::grant::{LEGACY_SLOT_ID, room_alias};
 
@@ -25,7 +27,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
 
 async fn sfu_get(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
     let request = request::decode::<SfuGetBody>(&admitted.body)?.validate()?;
-    let user = issue::authenticate(state, admitted.client, &request.openid).await?;
+    let user = authenticate(state, admitted.client, &request.openid).await?;
     let grant = Grant {
         room_alias: room_alias(&request.room, LEGACY_SLOT_ID),
         identity: format!("{}:{}", user.user_id, request.device_id),

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 use super::limits::RateLimits;
 use super::{AppState, OpenIdLookup, TokenResponse, router};
-use crate::config::{FullAccess, RateLimit};
+use crate::config::RateLimit;
 use crate::contract::env;
 use crate::delegation::{self, Delegation, LookupError, ParticipantLookup};
 use crate::livekit::fake::{FakeLiveKit, Reply, http_client};
@@ -23,6 +23,7 @@ use crate::livekit::keys::KeySet;
 use crate::livekit::twirp::RoomService;
 use crate::livekit::webhook::WebhookVerifier;
 use crate::matrix::client_api::{ClientApi, Reach};
+use crate::matrix::full_access::FullAccess;
 use crate::matrix::guard::Guard;
 use crate::outbound::{Outbound, OutboundSettings};
 use crate::telemetry::Metrics;

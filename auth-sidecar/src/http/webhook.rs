@@ -15,7 +15,7 @@ use axum::response::Response;
 use http::StatusCode;
 use http::header::{AUTHORIZATION, CONNECTION};
 
-use super::AppState;
+use super::state::AppState;
 use crate::delegation::{JobKey, Signal};
 use crate::livekit::webhook::{ParticipantChange, WebhookError};
 use crate::telemetry::WebhookOutcome;

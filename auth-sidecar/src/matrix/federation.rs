@@ -12,8 +12,8 @@
 //! have moved), as the reference does.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
@@ -25,53 +25,16 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::discovery::{Discovery, DiscoveryError, Route, Target, TargetHost};
+use super::error_chain;
 use super::guard::{Guard, Refusal};
+use super::idle_pool::Sender;
 use super::server_name::ServerName;
-use super::{error_chain, lock};
 use crate::outbound::dns::Dns;
 use crate::outbound::{self, Outbound};
 use crate::telemetry::Metrics;
 
 /// Largest response body read from a homeserver.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-
-type Sender = http1::SendRequest<Empty<Bytes>>;
-
-/// Idle keep-alive connections to one route, most recently used last.
-#[derive(Debug, Default)]
-pub(crate) struct IdlePool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
-}
-
-impl IdlePool {
-    /// The most recently used connection that is neither closed nor idle for `timeout`.
-    fn take(&self, timeout: Duration) -> Option<Sender> {
-        let mut idle = lock(&self.idle);
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < timeout {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    /// Closes the connections idle for `timeout` (dropping a sender ends its connection).
-    pub(crate) fn reap(&self, now: Instant, timeout: Duration) {
-        lock(&self.idle).retain(|(sender, since)| {
-            !sender.is_closed() && now.saturating_duration_since(*since) < timeout
-        });
-    }
-
-    fn put(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        if idle.len() < outbound::POOL_MAX_IDLE_PER_HOST {
-            idle.push((sender, Instant::now()));
-        }
-    }
-}
 
 /// Why a federation request failed.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +238,8 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use http::StatusCode;
 
     use super::*;

@@ -2,9 +2,12 @@
 //! that decides which addresses a client-supplied server name may make us contact.
 
 pub mod client_api;
+pub mod delayed_event;
 pub mod discovery;
 pub mod federation;
+pub mod full_access;
 pub mod guard;
+mod idle_pool;
 pub mod openid;
 pub mod server_name;
 mod token_cache;

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use matrixrtc_auth::delegation::job::{JobKey, JobParams, Signal};
 use matrixrtc_auth::delegation::ownership::{Ownership, Route, Standing};
-use matrixrtc_auth::delegation::store::{JOBS_KEY, JobRecord, JobStore, field_of};
+use matrixrtc_auth::delegation::record::{JobRecord, field_of};
+use matrixrtc_auth::delegation::store::{JOBS_KEY, JobStore};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
