@@ -1,7 +1,11 @@
 """A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom`.
 
-The service never opens LiveKit's WebSocket; it only creates rooms over Twirp, so this records those calls
-(protobuf or Twirp JSON) and answers with a room.
+LiveKit is faked at that API because no LiveKit server binary is available to these tests. The service never
+opens LiveKit's WebSocket; it only creates rooms over Twirp, so this records those calls and answers with a room.
+Requests are decoded with LiveKit's published protocol types (the `livekit-protocol` package). Like the
+official server SDKs, the service speaks protobuf (`Content-Type: application/protobuf`); a real LiveKit would
+also take Twirp JSON, but this fake rejects it so that a client falling back to JSON fails the tests. Errors are
+Twirp's JSON `{"code", "msg"}`, as LiveKit sends them whatever the request's encoding.
 """
 
 import json
@@ -10,10 +14,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from livekit.protocol import models, room
 
 CREATE_ROOM_PATH = "/twirp/livekit.RoomService/CreateRoom"
+PROTOBUF = "application/protobuf"
 # The API key and secret the service under test signs with.
 LIVEKIT_KEY = "pytest-api-key"
 LIVEKIT_SECRET = "pytest-api-secret-5b1c0d7e9f2a4b6c8d0e1f3a"
@@ -46,15 +51,18 @@ class FakeLiveKit:
                 if not self.path.endswith(CREATE_ROOM_PATH):
                     with fake._lock:
                         fake.other_paths.append(self.path)
-                    self._send(404, "application/json", b'{"code":"bad_route","msg":"no such method"}')
+                    self._twirp_error(404, "bad_route", "no such method")
                     return
                 content_type = self.headers.get("Content-Type", "")
+                if content_type != PROTOBUF:
+                    self._twirp_error(400, "malformed", f"this fake takes {PROTOBUF}, not {content_type!r}")
+                    return
                 request = room.CreateRoomRequest()
-                is_json = content_type.startswith("application/json")
-                if is_json:
-                    json_format.Parse(body.decode("utf-8"), request)
-                else:
+                try:
                     request.ParseFromString(body)
+                except DecodeError as error:
+                    self._twirp_error(400, "malformed", f"not a CreateRoomRequest: {error}")
+                    return
                 authorization = self.headers.get("Authorization", "")
                 bearer = authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
                 call = CreateRoomCall(
@@ -69,15 +77,15 @@ class FakeLiveKit:
                 with fake._lock:
                     fake.calls.append(call)
                 answer = models.Room(sid="RM_fake", name=request.name, creation_time=1700000000)
-                if is_json:
-                    self._send(200, "application/json", json_format.MessageToJson(answer).encode())
-                else:
-                    self._send(200, "application/protobuf", answer.SerializeToString())
+                self._send(200, PROTOBUF, answer.SerializeToString())
 
             def do_GET(self) -> None:  # noqa: N802
                 with fake._lock:
                     fake.other_paths.append(self.path)
-                self._send(404, "application/json", json.dumps({"code": "bad_route"}).encode())
+                self._twirp_error(404, "bad_route", "no such method")
+
+            def _twirp_error(self, status: int, code: str, msg: str) -> None:
+                self._send(status, "application/json", json.dumps({"code": code, "msg": msg}).encode())
 
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)

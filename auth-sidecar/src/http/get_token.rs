@@ -108,8 +108,10 @@ mod tests {
                 .path
                 .ends_with("/twirp/livekit.RoomService/CreateRoom")
         );
-        let sent: Value = serde_json::from_slice(&calls[0].body).unwrap();
-        assert_eq!(sent["name"], "O8437W3+jmzMVjoIP3tNwbm+XxHQk2iKpOA7aqw3qSc");
+        assert_eq!(
+            calls[0].create_room().name,
+            "O8437W3+jmzMVjoIP3tNwbm+XxHQk2iKpOA7aqw3qSc"
+        );
         assert_eq!(
             harness.openid.calls(),
             vec![("example.com".to_owned(), true)]

@@ -1,4 +1,9 @@
 //! A fake LiveKit RoomService on loopback for unit tests: records every call and answers as told.
+//!
+//! LiveKit is faked at its HTTP (Twirp) API because no LiveKit server binary is available to the tests.
+//! Like a real LiveKit it answers in protobuf with LiveKit's published types (`livekit-protocol`), and
+//! errors as Twirp JSON. Unlike a real LiveKit it takes only `application/protobuf` (anything else is 400
+//! `malformed`), so a client that sent Twirp JSON would fail the tests.
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,7 +12,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use livekit_protocol::{CreateRoomRequest, ParticipantInfo, Room, RoomParticipantIdentity};
+use prost::Message;
+use serde_json::json;
+
+const PROTOBUF: &str = "application/protobuf";
 
 /// How the fake answers every call.
 #[derive(Clone, Copy, Debug)]
@@ -18,10 +27,12 @@ pub enum Reply {
     Participant,
     /// 200 with an empty message (`RemoveParticipant`, `DeleteRoom`).
     Empty,
-    /// 200 with this body, as it is.
-    Text(&'static str),
     /// A Twirp error with this HTTP status and code.
     Error(u16, &'static str),
+    /// This status, `Content-Type` and body, as they are.
+    Raw(u16, &'static str, &'static str),
+    /// 200 with a protobuf body larger than any RoomService answer.
+    Oversized,
 }
 
 /// One recorded call.
@@ -31,6 +42,13 @@ pub struct Call {
     pub content_type: String,
     pub authorization: String,
     pub body: Bytes,
+}
+
+impl Call {
+    /// The body as a `CreateRoomRequest`.
+    pub fn create_room(&self) -> CreateRoomRequest {
+        CreateRoomRequest::decode(&self.body[..]).unwrap()
+    }
 }
 
 /// A running fake; the server stops when the test's runtime ends.
@@ -78,42 +96,71 @@ async fn handle(
             .unwrap_or_default()
             .to_owned()
     };
+    let content_type = header("content-type");
     calls.lock().unwrap().push(Call {
         path: uri.path().to_owned(),
-        content_type: header("content-type"),
+        content_type: content_type.clone(),
         authorization: header("authorization"),
         body: body.clone(),
     });
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if content_type != PROTOBUF {
+        return twirp_error(
+            400,
+            "malformed",
+            "this fake takes application/protobuf only",
+        );
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let (status, body) = match reply {
-        Reply::Room => (
-            StatusCode::OK,
-            json!({
-                "sid": "RM_fake",
-                "name": request["name"],
-                "empty_timeout": 300,
-                "creation_time": now.to_string(),
-            }),
-        ),
-        Reply::Participant => (
-            StatusCode::OK,
-            json!({"sid": "PA_fake", "identity": request["identity"], "state": "ACTIVE"}),
-        ),
-        Reply::Empty => (StatusCode::OK, json!({})),
-        Reply::Text(text) => return (StatusCode::OK, text).into_response(),
-        Reply::Error(status, code) => (
-            StatusCode::from_u16(status).unwrap(),
-            json!({"code": code, "msg": "fake error"}),
-        ),
+    let answer = match reply {
+        Reply::Room => Room {
+            sid: "RM_fake".into(),
+            name: CreateRoomRequest::decode(body).unwrap_or_default().name,
+            empty_timeout: 300,
+            creation_time: i64::try_from(now).unwrap(),
+            ..Room::default()
+        }
+        .encode_to_vec(),
+        Reply::Participant => ParticipantInfo {
+            sid: "PA_fake".into(),
+            identity: RoomParticipantIdentity::decode(body)
+                .unwrap_or_default()
+                .identity,
+            ..ParticipantInfo::default()
+        }
+        .encode_to_vec(),
+        // An empty message encodes to no bytes at all.
+        Reply::Empty => Vec::new(),
+        Reply::Error(status, code) => return twirp_error(status, code, "fake error"),
+        Reply::Raw(status, content_type, body) => {
+            return (
+                StatusCode::from_u16(status).unwrap(),
+                [(axum::http::header::CONTENT_TYPE, content_type)],
+                body,
+            )
+                .into_response();
+        }
+        Reply::Oversized => Room {
+            metadata: "x".repeat(2 << 20),
+            ..Room::default()
+        }
+        .encode_to_vec(),
     };
     (
-        status,
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, PROTOBUF)],
+        answer,
+    )
+        .into_response()
+}
+
+fn twirp_error(status: u16, code: &str, msg: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        json!({"code": code, "msg": msg}).to_string(),
     )
         .into_response()
 }

@@ -1,12 +1,38 @@
-//! LiveKit's RoomService over Twirp, called by hand.
+//! LiveKit's RoomService over Twirp, in protobuf, with LiveKit's published message types.
 //!
 //! LiveKit's SDKs either drop a path prefix in `LIVEKIT_URL` or do not map `ws`/`wss` to `http`/`https`;
 //! the reference's Go SDK does both, so we do too: `wss://h/livekit/sfu` serves the API at
 //! `https://h/livekit/sfu/twirp/livekit.RoomService/<Method>`. `LIVEKIT_API_URL`, when set, takes the
 //! place of `LIVEKIT_URL` as that base (same mapping), so the calls can stay inside a cluster while
-//! clients still get `LIVEKIT_URL`. Requests use Twirp's JSON encoding
-//! (`Content-Type: application/json`, proto field names); errors come back as `{"code","msg"}` JSON.
+//! clients still get `LIVEKIT_URL`.
 //!
+//! ## Encoding
+//! Requests are protobuf (`Content-Type: application/protobuf`), as every official server SDK and the
+//! reference send them; a successful answer is protobuf too (and must say so in its `Content-Type`). A
+//! Twirp error is JSON `{"code","msg"}` whatever the request's encoding, so errors are read as JSON.
+//! There is no JSON fallback: every LiveKit release speaks protobuf Twirp, and JSON would only add a second
+//! way to get the field names or 64-bit integers wrong.
+//!
+//! ## Message types
+//! The messages are LiveKit's own, from the `livekit-protocol` crate (LiveKit's Rust SDK generates it
+//! from the published `.proto` files with prost), not hand-written ones, so field numbers and types
+//! cannot drift from what LiveKit decodes. The price, measured when it was added (dev profile, the
+//! workspace's opt-level 1 for dependencies, on the 2-core build machine):
+//! - 17 more packages in `Cargo.lock` (prost and its derive, prost-build, pbjson and its build helper,
+//!   petgraph, itertools, ...); the crate has no features to turn off. prost-build is only a build
+//!   dependency of `pbjson-types` and needs no `protoc` there (it compiles a descriptor set that ships).
+//! - `livekit-protocol` itself is 114k lines (84k of them the JSON `serde` impls we do not use):
+//!   about 70 s of CPU for that one crate (`ps`). Everything added took 1,230 s of wall time in
+//!   `cargo --timings` while about eight builds shared the 2 cores, which is about 3.5 min of CPU at
+//!   the ratio measured for `livekit-protocol` (70 s of CPU in 397 s): a cold build gets that much
+//!   longer (about 2 min of wall time on 2 idle cores); an incremental one does not.
+//!
+//! The alternatives: prost with messages generated from the same `.proto` files needs `protoc` at build
+//! time (not on the build machines or in the image build) or `protox` (a pure-Rust compiler, a build
+//! dependency about as heavy as prost-build), or generated code committed here, a second copy of
+//! LiveKit's types to keep in step by hand; messages written by hand are what this module replaced.
+//!
+//! ## Tokens
 //! The service token for `CreateRoom` and `DeleteRoom` (`video.roomCreate`, valid 6 h like the SDK's
 //! default) is minted once and reused until an hour before it expires. Tokens for room-scoped calls
 //! (`GetParticipant` and `RemoveParticipant` need `roomAdmin` for that room) are minted per call.
@@ -16,8 +42,13 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use livekit_protocol::{
+    CreateRoomRequest, DeleteRoomRequest, DeleteRoomResponse, RemoveParticipantResponse,
+    RoomParticipantIdentity,
+};
+pub use livekit_protocol::{ParticipantInfo, Room};
+use prost::Message;
+use serde::Deserialize;
 
 use super::grant::{self, GrantError, VideoGrant};
 use super::keys::KeySet;
@@ -35,6 +66,8 @@ const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
 const SERVICE_TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(3600);
 /// LiveKit's answers are small; anything bigger is not a RoomService answer.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Twirp's protobuf encoding, of requests and successful answers.
+const PROTOBUF: &str = "application/protobuf";
 
 /// Why `LIVEKIT_URL` cannot serve as the RoomService base. The reference does not check this at
 /// startup, but with such a URL every full-access token request would fail with 500; we refuse to start.
@@ -55,7 +88,7 @@ pub enum TwirpError {
         code: String,
         msg: String,
     },
-    #[error("LiveKit's answer is not the expected JSON: {0}")]
+    #[error("LiveKit's answer is not the expected protobuf message: {0}")]
     Decode(String),
     #[error(transparent)]
     Token(#[from] GrantError),
@@ -68,48 +101,7 @@ impl TwirpError {
     }
 }
 
-/// The room LiveKit created or already had.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Room {
-    pub sid: String,
-    pub name: String,
-    /// Unix seconds; protobuf JSON writes int64 as a string.
-    #[serde(deserialize_with = "int64")]
-    pub creation_time: i64,
-}
-
-/// A participant LiveKit knows.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Participant {
-    pub sid: String,
-    pub identity: String,
-}
-
-#[derive(Serialize)]
-struct CreateRoomRequest<'a> {
-    name: &'a str,
-    empty_timeout: u32,
-    departure_timeout: u32,
-    max_participants: u32,
-}
-
-#[derive(Serialize)]
-struct RoomParticipantIdentity<'a> {
-    room: &'a str,
-    identity: &'a str,
-}
-
-#[derive(Serialize)]
-struct DeleteRoomRequest<'a> {
-    room: &'a str,
-}
-
-/// LiveKit's answer to `RemoveParticipant` and `DeleteRoom`: an empty message.
-#[derive(Deserialize)]
-struct Empty {}
-
+/// A Twirp error body (JSON for every request encoding).
 #[derive(Deserialize)]
 struct TwirpErrorBody {
     #[serde(default)]
@@ -179,10 +171,11 @@ impl RoomService {
     /// `CreateRoom` with the reference's settings. Creating a room that exists returns that room.
     pub async fn create_room(&self, name: &str) -> Result<Room, TwirpError> {
         let body = CreateRoomRequest {
-            name,
+            name: name.to_owned(),
             empty_timeout: EMPTY_TIMEOUT_SECONDS,
             departure_timeout: DEPARTURE_TIMEOUT_SECONDS,
             max_participants: MAX_PARTICIPANTS,
+            ..CreateRoomRequest::default()
         };
         let token = self.create_token()?;
         self.call("CreateRoom", token, &body).await
@@ -193,14 +186,10 @@ impl RoomService {
         &self,
         room: &str,
         identity: &str,
-    ) -> Result<Option<Participant>, TwirpError> {
+    ) -> Result<Option<ParticipantInfo>, TwirpError> {
         let token = self.room_admin_token(room)?;
         match self
-            .call(
-                "GetParticipant",
-                token,
-                &RoomParticipantIdentity { room, identity },
-            )
+            .call("GetParticipant", token, &identify(room, identity))
             .await
         {
             Ok(participant) => Ok(Some(participant)),
@@ -213,12 +202,8 @@ impl RoomService {
     /// there is an error for which [`TwirpError::is_not_found`] holds.
     pub async fn remove_participant(&self, room: &str, identity: &str) -> Result<(), TwirpError> {
         let token = self.room_admin_token(room)?;
-        let Empty {} = self
-            .call(
-                "RemoveParticipant",
-                token,
-                &RoomParticipantIdentity { room, identity },
-            )
+        let RemoveParticipantResponse {} = self
+            .call("RemoveParticipant", token, &identify(room, identity))
             .await?;
         Ok(())
     }
@@ -228,9 +213,10 @@ impl RoomService {
     pub async fn delete_room(&self, room: &str) -> Result<(), TwirpError> {
         // Like `CreateRoom`, `DeleteRoom` needs `roomCreate`, not a room-scoped grant.
         let token = self.create_token()?;
-        let Empty {} = self
-            .call("DeleteRoom", token, &DeleteRoomRequest { room })
-            .await?;
+        let request = DeleteRoomRequest {
+            room: room.to_owned(),
+        };
+        let DeleteRoomResponse {} = self.call("DeleteRoom", token, &request).await?;
         Ok(())
     }
 
@@ -276,38 +262,47 @@ impl RoomService {
         Ok(value)
     }
 
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: Message + Default>(
         &self,
         method: &str,
         token: HeaderValue,
-        body: &impl Serialize,
+        request: &impl Message,
     ) -> Result<T, TwirpError> {
-        let body = serde_json::to_vec(body).map_err(|e| TwirpError::Decode(e.to_string()))?;
-        let response = self
+        let mut response = self
             .http
             .post(format!("{}{method}", self.method_prefix))
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))
             .header(AUTHORIZATION, token)
-            .body(body)
+            .body(request.encode_to_vec())
             .send()
             .await?;
         let status = response.status();
-        let bytes = response.bytes().await?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(TwirpError::Decode(format!(
-                "{} bytes is too large",
-                bytes.len()
-            )));
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let mut body = Vec::new();
+        // Read at most the limit: the answer's length is known only once it has been read.
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(TwirpError::Decode(format!(
+                    "more than {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| TwirpError::Decode(e.to_string()));
+            // A 200 that is not protobuf (a proxy's page, say) must not decode into an empty message.
+            if content_type.as_ref().and_then(|v| v.to_str().ok()) != Some(PROTOBUF) {
+                return Err(TwirpError::Decode(format!(
+                    "HTTP {status} with Content-Type {content_type:?}, not {PROTOBUF}"
+                )));
+            }
+            return T::decode(body.as_slice()).map_err(|e| TwirpError::Decode(e.to_string()));
         }
-        let (code, msg) = match serde_json::from_slice::<TwirpErrorBody>(&bytes) {
+        let (code, msg) = match serde_json::from_slice::<TwirpErrorBody>(&body) {
             Ok(TwirpErrorBody { code, msg }) => (code, msg),
             // Not a Twirp error (a proxy's error page, say): keep a short, printable excerpt.
             Err(_) => (
                 String::new(),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             ),
         };
         Err(TwirpError::Api {
@@ -318,17 +313,13 @@ impl RoomService {
     }
 }
 
-/// An int64 written either as a JSON number or, as protobuf JSON does, as a string.
-fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Int64 {
-        Number(i64),
-        Text(String),
-    }
-    match Int64::deserialize(deserializer)? {
-        Int64::Number(n) => Ok(n),
-        Int64::Text(s) => s.parse().map_err(serde::de::Error::custom),
+/// The `RoomParticipantIdentity` of `GetParticipant` and `RemoveParticipant`. `revoke_token_ts` stays
+/// unset: LiveKit then revokes tokens issued up to a minute from now, as the SDKs leave it.
+fn identify(room: &str, identity: &str) -> RoomParticipantIdentity {
+    RoomParticipantIdentity {
+        room: room.to_owned(),
+        identity: identity.to_owned(),
+        ..RoomParticipantIdentity::default()
     }
 }
 
@@ -348,6 +339,10 @@ mod tests {
         let token = authorization.strip_prefix("Bearer ").unwrap();
         let payload = token.split('.').nth(1).unwrap();
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    }
+
+    fn identity(body: &[u8]) -> RoomParticipantIdentity {
+        RoomParticipantIdentity::decode(body).unwrap()
     }
 
     #[test]
@@ -378,6 +373,7 @@ mod tests {
             RoomService::new(&fake.ws_url("/livekit/sfu"), keys(), http_client()).unwrap();
         let room = service.create_room("the-alias").await.unwrap();
         assert_eq!(room.name, "the-alias");
+        assert_eq!(room.sid, "RM_fake");
         assert!(room.creation_time > 0);
 
         let calls = fake.calls();
@@ -387,11 +383,17 @@ mod tests {
             call.path,
             "/livekit/sfu/twirp/livekit.RoomService/CreateRoom"
         );
-        assert_eq!(call.content_type, "application/json");
-        assert_eq!(
-            serde_json::from_slice::<Value>(&call.body).unwrap(),
-            json!({"name": "the-alias", "empty_timeout": 300, "departure_timeout": 20, "max_participants": 0})
-        );
+        assert_eq!(call.content_type, "application/protobuf");
+        // Exactly these four fields, and nothing else on the wire.
+        let expected = CreateRoomRequest {
+            name: "the-alias".into(),
+            empty_timeout: 300,
+            departure_timeout: 20,
+            max_participants: 0,
+            ..CreateRoomRequest::default()
+        };
+        assert_eq!(CreateRoomRequest::decode(&call.body[..]).unwrap(), expected);
+        assert_eq!(call.body, expected.encode_to_vec());
         let claims = claims(&call.authorization);
         assert_eq!(claims["iss"], "apikey");
         assert_eq!(claims["video"], json!({"roomCreate": true}));
@@ -438,6 +440,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_error_that_is_not_twirp_keeps_an_excerpt() {
+        let fake = FakeLiveKit::start(Reply::Raw(502, "text/html", "<h1>Bad Gateway</h1>")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        match service.create_room("a").await.unwrap_err() {
+            TwirpError::Api { status, code, msg } => {
+                assert_eq!((status, code.as_str()), (502, ""));
+                assert_eq!(msg, "<h1>Bad Gateway</h1>");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn unreachable_livekit_is_a_transport_error() {
         // Port 1 on loopback: nothing listens there.
         let service = RoomService::new("ws://127.0.0.1:1", keys(), http_client()).unwrap();
@@ -460,10 +475,13 @@ mod tests {
         );
         let call = &fake.calls()[0];
         assert_eq!(call.path, "/twirp/livekit.RoomService/GetParticipant");
+        assert_eq!(call.content_type, "application/protobuf");
+        let sent = identity(&call.body);
         assert_eq!(
-            serde_json::from_slice::<Value>(&call.body).unwrap(),
-            json!({"room": "room", "identity": "who"})
+            (sent.room.as_str(), sent.identity.as_str()),
+            ("room", "who")
         );
+        assert_eq!(sent.revoke_token_ts, 0);
         assert_eq!(
             claims(&call.authorization)["video"],
             json!({"room": "room", "roomAdmin": true})
@@ -480,6 +498,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(participant.identity, "who");
+        assert_eq!(participant.sid, "PA_fake");
     }
 
     #[tokio::test]
@@ -494,9 +513,11 @@ mod tests {
             call.path,
             "/sfu/twirp/livekit.RoomService/RemoveParticipant"
         );
+        assert_eq!(call.content_type, "application/protobuf");
+        let sent = identity(&call.body);
         assert_eq!(
-            serde_json::from_slice::<Value>(&call.body).unwrap(),
-            json!({"room": "room", "identity": "who"})
+            (sent.room.as_str(), sent.identity.as_str()),
+            ("room", "who")
         );
         assert_eq!(
             claims(&call.authorization)["video"],
@@ -526,9 +547,10 @@ mod tests {
         assert_eq!(calls.len(), 1);
         let call = &calls[0];
         assert_eq!(call.path, "/twirp/livekit.RoomService/DeleteRoom");
+        assert_eq!(call.content_type, "application/protobuf");
         assert_eq!(
-            serde_json::from_slice::<Value>(&call.body).unwrap(),
-            json!({"room": "the-alias"})
+            DeleteRoomRequest::decode(&call.body[..]).unwrap().room,
+            "the-alias"
         );
         assert_eq!(
             claims(&call.authorization)["video"],
@@ -545,9 +567,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_that_is_not_an_empty_message_is_a_decode_error() {
-        // A 200 that is no Twirp message at all (a proxy's page, say) is not taken for success.
-        let fake = FakeLiveKit::start(Reply::Text("not json")).await;
+    async fn a_success_that_is_not_protobuf_is_a_decode_error() {
+        // A 200 that is no Twirp protobuf answer (a proxy's page, say) is not taken for success, even
+        // where the answer is an empty message that any body would decode to.
+        let fake = FakeLiveKit::start(Reply::Raw(200, "text/html", "<html></html>")).await;
         let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
         assert!(matches!(
             service.remove_participant("room", "who").await,
@@ -555,12 +578,24 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn room_creation_time_accepts_string_or_number() {
-        let room: Room =
-            serde_json::from_str(r#"{"name":"a","creation_time":"1700000000"}"#).unwrap();
-        assert_eq!(room.creation_time, 1_700_000_000);
-        let room: Room = serde_json::from_str(r#"{"creation_time":17,"extra":1}"#).unwrap();
-        assert_eq!(room.creation_time, 17);
+    #[tokio::test]
+    async fn a_protobuf_answer_that_does_not_decode_is_a_decode_error() {
+        // Field 1 (Room.sid) as a string of 5 bytes, but only 2 follow.
+        let fake = FakeLiveKit::start(Reply::Raw(200, "application/protobuf", "\x0a\x05ab")).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        assert!(matches!(
+            service.create_room("a").await,
+            Err(TwirpError::Decode(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        let fake = FakeLiveKit::start(Reply::Oversized).await;
+        let service = RoomService::new(&fake.ws_url(""), keys(), http_client()).unwrap();
+        assert!(matches!(
+            service.create_room("a").await,
+            Err(TwirpError::Decode(_))
+        ));
     }
 }

@@ -1,14 +1,23 @@
-//! A fake LiveKit server. LiveKit is faked ONLY at its HTTP (Twirp) API: the service never opens the
-//! WebSocket signalling connection, it only calls `POST <base>/twirp/livekit.RoomService/CreateRoom`, so
-//! that endpoint is all this fake implements (plain HTTP on `127.0.0.1:<port>`, `LIVEKIT_URL` =
-//! `ws://127.0.0.1:<port>[/prefix]`).
+//! A fake LiveKit server. LiveKit is faked ONLY at its HTTP (Twirp) API, because no LiveKit server binary
+//! is available to these tests. That is all the service uses: it never opens the WebSocket signalling
+//! connection, it only calls `POST <base>/twirp/livekit.RoomService/<Method>` (plain HTTP on
+//! `127.0.0.1:<port>`, `LIVEKIT_URL` = `ws://127.0.0.1:<port>[/prefix]`).
 //!
-//! It accepts the request as Twirp JSON or as protobuf, records what matters (path, room name, the
-//! timeouts, the bearer token) and answers with a room, or with a Twirp error when told to fail.
+//! Requests are decoded with LiveKit's published protocol types (the `livekit-protocol` crate). The
+//! service speaks protobuf, as LiveKit's official server SDKs do; a real LiveKit would also take Twirp
+//! JSON, but this fake rejects anything but `application/protobuf` (400 `malformed`), so a client that
+//! sent JSON would fail the tests. Errors are Twirp JSON `{"code","msg"}`, as LiveKit sends them whatever
+//! the request's encoding.
 //!
-//! For the delegation tests it also answers `GetParticipant` (Twirp JSON): the participants a test
-//! added are present, anyone else is Twirp `not_found`; every lookup is recorded.
+//! - `CreateRoom`: recorded (path, room name, the timeouts, the bearer token), answered with a `Room`, or
+//!   with a Twirp `internal` error when told to fail.
+//! - `GetParticipant`: the participants a test added are present, anyone else is Twirp `not_found`;
+//!   every lookup is recorded.
+//! - `RemoveParticipant`: takes the participant out (Twirp `not_found` if it was not there).
+//! - `DeleteRoom`: forgets the room and takes everyone out of it (Twirp `not_found` for a room that was
+//!   neither created nor had anyone in it).
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -18,35 +27,44 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use livekit_protocol::{
+    CreateRoomRequest, DeleteRoomRequest, DeleteRoomResponse, ParticipantInfo,
+    RemoveParticipantResponse, Room, RoomParticipantIdentity, participant_info,
+};
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The Twirp method path, after any prefix of `LIVEKIT_URL`.
 pub const CREATE_ROOM_PATH: &str = "/twirp/livekit.RoomService/CreateRoom";
-/// The Twirp method path of participant lookups.
-pub const GET_PARTICIPANT_PATH: &str = "/twirp/livekit.RoomService/GetParticipant";
+/// Where the RoomService methods live, after any prefix of `LIVEKIT_URL`.
+const ROOM_SERVICE: &str = "/twirp/livekit.RoomService/";
+/// The only request encoding this fake takes.
+const PROTOBUF: &str = "application/protobuf";
 
 /// One CreateRoom call as the fake decoded it.
 #[derive(Clone, Debug, Default)]
 pub struct CreateRoomCall {
     /// The full request path, prefix included.
     pub path: String,
-    pub content_type: Option<String>,
     /// The `Authorization` header with `Bearer ` removed (None if absent or not a bearer token).
     pub bearer: Option<String>,
     pub name: Option<String>,
     pub empty_timeout: Option<u64>,
     pub departure_timeout: Option<u64>,
     pub max_participants: Option<u64>,
-    /// Protobuf field numbers or JSON keys set besides the four above (the spec says nothing else is set).
+    /// Whatever was set besides the four above (the spec says nothing else is set): the other fields
+    /// of the message, and fields `livekit-protocol` does not know.
     pub other_fields: Vec<String>,
 }
 
 #[derive(Default)]
 struct State {
     calls: Vec<CreateRoomCall>,
+    /// Rooms created and not deleted.
+    rooms: HashSet<String>,
     /// (room, identity) of the participants in the rooms.
-    participants: std::collections::HashSet<(String, String)>,
+    participants: HashSet<(String, String)>,
     /// (room, identity) of every GetParticipant call.
     participant_lookups: Vec<(String, String)>,
     other_paths: Vec<String>,
@@ -110,7 +128,7 @@ impl FakeLiveKit {
         self.lock().participant_lookups.clone()
     }
 
-    /// Paths of requests that were not CreateRoom.
+    /// Paths of requests that were no RoomService method this fake knows.
     pub fn other_paths(&self) -> Vec<String> {
         self.lock().other_paths.clone()
     }
@@ -135,18 +153,51 @@ async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>) {
     }
 }
 
+/// A decoded request with what the handlers need from its headers.
+struct Twirp<M> {
+    path: String,
+    bearer: Option<String>,
+    body_len: usize,
+    message: M,
+}
+
 async fn handle(
     request: Request<Incoming>,
     state: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
-    if request.method() == http::Method::POST && path.ends_with(GET_PARTICIPANT_PATH) {
-        return Ok(get_participant(request, &state).await);
-    }
-    if request.method() != http::Method::POST || !path.ends_with(CREATE_ROOM_PATH) {
-        state.lock().expect("state").other_paths.push(path);
-        return Ok(twirp_error(404, "bad_route", "no such method"));
-    }
+    let method = path
+        .find(ROOM_SERVICE)
+        .map(|at| path[at + ROOM_SERVICE.len()..].to_owned())
+        .filter(|_| request.method() == http::Method::POST);
+    Ok(match method.as_deref() {
+        Some("CreateRoom") => match decode(request).await {
+            Ok(call) => create_room(call, &state),
+            Err(response) => response,
+        },
+        Some("GetParticipant") => match decode(request).await {
+            Ok(call) => get_participant(call, &state),
+            Err(response) => response,
+        },
+        Some("RemoveParticipant") => match decode(request).await {
+            Ok(call) => remove_participant(call, &state),
+            Err(response) => response,
+        },
+        Some("DeleteRoom") => match decode(request).await {
+            Ok(call) => delete_room(call, &state),
+            Err(response) => response,
+        },
+        _ => {
+            state.lock().expect("state").other_paths.push(path);
+            twirp_error(404, "bad_route", "no such method")
+        }
+    })
+}
+
+/// The request as `M`, or the Twirp error a client sending anything but protobuf gets here.
+async fn decode<M: Message + Default>(
+    request: Request<Incoming>,
+) -> Result<Twirp<M>, Response<Full<Bytes>>> {
     let header = |name: &str| {
         request
             .headers()
@@ -157,65 +208,86 @@ async fn handle(
     let content_type = header("content-type");
     let bearer =
         header("authorization").and_then(|value| value.strip_prefix("Bearer ").map(str::to_owned));
+    let path = request.uri().path().to_owned();
+    if content_type.as_deref() != Some(PROTOBUF) {
+        return Err(twirp_error(
+            400,
+            "malformed",
+            &format!("this fake takes {PROTOBUF} only, not {content_type:?}"),
+        ));
+    }
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let is_json = content_type
-        .as_deref()
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    let mut call = if is_json {
-        decode_json(&body)
-    } else {
-        decode_protobuf(&body)
-    };
-    call.path = path;
-    call.content_type = content_type;
-    call.bearer = bearer;
-
-    let name = call.name.clone().unwrap_or_default();
-    let failing = {
-        let mut state = state.lock().expect("state");
-        state.calls.push(call);
-        state.failing
-    };
-    if failing {
-        return Ok(twirp_error(
-            500,
-            "internal",
-            "fake LiveKit was told to fail",
-        ));
-    }
-    Ok(if is_json {
-        let room = serde_json::json!({
-            "sid": "RM_fake",
-            "name": name,
-            "empty_timeout": 300,
-            "departure_timeout": 20,
-            "creation_time": "1700000000",
-        });
-        response(
-            200,
-            "application/json",
-            serde_json::to_vec(&room).expect("JSON"),
-        )
-    } else {
-        response(200, "application/protobuf", encode_room(&name))
+    let message = M::decode(body.as_ref())
+        .map_err(|error| twirp_error(400, "malformed", &format!("bad protobuf: {error}")))?;
+    Ok(Twirp {
+        path,
+        bearer,
+        body_len: body.len(),
+        message,
     })
 }
 
-/// `GetParticipant` in Twirp JSON: `{"room","identity"}` in, a `ParticipantInfo` or `not_found` out.
-async fn get_participant(
-    request: Request<Incoming>,
+fn create_room(call: Twirp<CreateRoomRequest>, state: &Arc<Mutex<State>>) -> Response<Full<Bytes>> {
+    let request = call.message;
+    let mut other_fields = Vec::new();
+    // What is left once the four expected fields are cleared must be the default message ...
+    let rest = CreateRoomRequest {
+        name: String::new(),
+        empty_timeout: 0,
+        departure_timeout: 0,
+        max_participants: 0,
+        ..request.clone()
+    };
+    if rest != CreateRoomRequest::default() {
+        other_fields.push(format!("{rest:?}"));
+    }
+    // ... and re-encoding must give the same length, or the body held fields the types do not know.
+    if request.encoded_len() != call.body_len {
+        other_fields.push(format!(
+            "<{} bytes of unknown fields>",
+            call.body_len.abs_diff(request.encoded_len())
+        ));
+    }
+    let name = request.name.clone();
+    let failing = {
+        let mut state = state.lock().expect("state");
+        if !state.failing {
+            state.rooms.insert(request.name.clone());
+        }
+        state.calls.push(CreateRoomCall {
+            path: call.path,
+            bearer: call.bearer,
+            name: Some(request.name),
+            empty_timeout: Some(request.empty_timeout.into()),
+            departure_timeout: Some(request.departure_timeout.into()),
+            max_participants: Some(request.max_participants.into()),
+            other_fields,
+        });
+        state.failing
+    };
+    if failing {
+        return twirp_error(500, "internal", "fake LiveKit was told to fail");
+    }
+    let room = Room {
+        sid: "RM_fake".to_owned(),
+        name,
+        empty_timeout: 300,
+        departure_timeout: 20,
+        creation_time: 1_700_000_000,
+        ..Room::default()
+    };
+    protobuf(&room)
+}
+
+/// A `ParticipantInfo` for someone a test added, `not_found` for anyone else.
+fn get_participant(
+    call: Twirp<RoomParticipantIdentity>,
     state: &Arc<Mutex<State>>,
 ) -> Response<Full<Bytes>> {
-    let body = match request.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let field = |name: &str| parsed[name].as_str().unwrap_or_default().to_owned();
-    let wanted = (field("room"), field("identity"));
+    let wanted = (call.message.room, call.message.identity);
     let present = {
         let mut state = state.lock().expect("state");
         state.participant_lookups.push(wanted.clone());
@@ -224,128 +296,43 @@ async fn get_participant(
     if !present {
         return twirp_error(404, "not_found", "participant not found");
     }
-    let participant = serde_json::json!({
-        "sid": "PA_fake",
-        "identity": wanted.1,
-        "state": "ACTIVE",
-        "joined_at": "1700000000",
-    });
-    response(
-        200,
-        "application/json",
-        serde_json::to_vec(&participant).expect("JSON"),
-    )
-}
-
-fn decode_json(body: &[u8]) -> CreateRoomCall {
-    let mut call = CreateRoomCall::default();
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
-    else {
-        call.other_fields
-            .push("<body is not a JSON object>".to_owned());
-        return call;
+    let participant = ParticipantInfo {
+        sid: "PA_fake".to_owned(),
+        identity: wanted.1,
+        state: participant_info::State::Active.into(),
+        joined_at: 1_700_000_000,
+        ..ParticipantInfo::default()
     };
-    // Twirp JSON accepts both the proto field names and their lowerCamelCase JSON names; protojson
-    // writes 64-bit integers as strings, 32-bit ones as numbers.
-    let number = |value: &serde_json::Value| match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    };
-    for (key, value) in map {
-        match key.as_str() {
-            "name" => call.name = value.as_str().map(str::to_owned),
-            "empty_timeout" | "emptyTimeout" => call.empty_timeout = number(&value),
-            "departure_timeout" | "departureTimeout" => call.departure_timeout = number(&value),
-            "max_participants" | "maxParticipants" => call.max_participants = number(&value),
-            _ => call.other_fields.push(key),
-        }
-    }
-    call
+    protobuf(&participant)
 }
 
-/// Decodes the `CreateRoomRequest` fields we care about: 1 name, 2 empty_timeout, 3 max_participants,
-/// 10 departure_timeout (field numbers from livekit_room.proto).
-fn decode_protobuf(mut body: &[u8]) -> CreateRoomCall {
-    let mut call = CreateRoomCall::default();
-    while !body.is_empty() {
-        let Some(key) = read_varint(&mut body) else {
-            call.other_fields.push("<truncated protobuf>".to_owned());
-            break;
-        };
-        let (field, wire_type) = (key >> 3, key & 7);
-        match wire_type {
-            0 => {
-                let Some(value) = read_varint(&mut body) else {
-                    call.other_fields.push("<truncated protobuf>".to_owned());
-                    break;
-                };
-                match field {
-                    2 => call.empty_timeout = Some(value),
-                    3 => call.max_participants = Some(value),
-                    10 => call.departure_timeout = Some(value),
-                    other => call.other_fields.push(other.to_string()),
-                }
-            }
-            2 => {
-                let Some(len) = read_varint(&mut body) else {
-                    break;
-                };
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
-                if len > body.len() {
-                    call.other_fields.push("<truncated protobuf>".to_owned());
-                    break;
-                }
-                let (bytes, rest) = body.split_at(len);
-                body = rest;
-                if field == 1 {
-                    call.name = Some(String::from_utf8_lossy(bytes).into_owned());
-                } else {
-                    call.other_fields.push(field.to_string());
-                }
-            }
-            _ => {
-                call.other_fields
-                    .push(format!("<unexpected wire type {wire_type}>"));
-                break;
-            }
-        }
+fn remove_participant(
+    call: Twirp<RoomParticipantIdentity>,
+    state: &Arc<Mutex<State>>,
+) -> Response<Full<Bytes>> {
+    let wanted = (call.message.room, call.message.identity);
+    if state.lock().expect("state").participants.remove(&wanted) {
+        protobuf(&RemoveParticipantResponse {})
+    } else {
+        twirp_error(404, "not_found", "participant not found")
     }
-    call
 }
 
-fn read_varint(body: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = body.split_first()?;
-        *body = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
+fn delete_room(call: Twirp<DeleteRoomRequest>, state: &Arc<Mutex<State>>) -> Response<Full<Bytes>> {
+    let room = call.message.room;
+    let mut state = state.lock().expect("state");
+    let created = state.rooms.remove(&room);
+    let before = state.participants.len();
+    state.participants.retain(|(in_room, _)| *in_room != room);
+    if created || state.participants.len() < before {
+        protobuf(&DeleteRoomResponse {})
+    } else {
+        twirp_error(404, "not_found", "room not found")
     }
-    None
 }
 
-/// A `livekit.Room` with sid (1), name (2) and creation_time (5).
-fn encode_room(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (field, text) in [(1u8, "RM_fake"), (2u8, name)] {
-        out.push(field << 3 | 2);
-        write_varint(&mut out, text.len() as u64);
-        out.extend_from_slice(text.as_bytes());
-    }
-    out.push(5 << 3);
-    write_varint(&mut out, 1_700_000_000);
-    out
-}
-
-fn write_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+fn protobuf(message: &impl Message) -> Response<Full<Bytes>> {
+    response(200, PROTOBUF, message.encode_to_vec())
 }
 
 fn twirp_error(status: u16, code: &str, msg: &str) -> Response<Full<Bytes>> {
