@@ -76,7 +76,7 @@ async fn app_service(client: Client, namespaces: Vec<String>) -> Result<(), Fail
         .await
         .map_err(|e| e.to_string())?;
 
-    let mut operator = OperatorProcess::start(&namespaces).await?;
+    let operator = OperatorProcess::start(&namespaces).await?;
     apply_transport(
         &client,
         &with_app_service(
