@@ -649,6 +649,62 @@ pub struct AuthSpec {
     /// cannot be overridden).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_labels: BTreeMap<String, String>,
+    /// Application-service (AS) mode: the homeserver of `serverName` authenticates its users and
+    /// forwards their MSC4195 token requests to the service, which checks room membership first
+    /// (MSC4502, MSC4512). Off unless `enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_service: Option<AppServiceSpec>,
+}
+
+/// Application-service mode of the authorisation service. The operator generates the `as_token` and
+/// `hs_token` once into the Secret `<name>-appservice` (never rotated by itself: delete the Secret for
+/// new tokens), renders the registration there (key `registration.yaml`) and points the service at
+/// it; `status.appService` says how Synapse mounts it and `status.synapseConfig` what to add to
+/// `homeserver.yaml`. Disabling deletes that Secret, so enabling again means new tokens.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceSpec {
+    /// Turn AS mode on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where the homeserver forwards the token requests (`io.element.msc4512.proxy_url`): an http(s)
+    /// URL without a path or trailing slash. Default: the service's in-cluster address,
+    /// `http://<name>-auth.<namespace>.svc:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+$')")
+        .message("proxyUrl must be an http(s) URL with no user, path, query or trailing slash: the homeserver appends the request path to it verbatim"))]
+    pub proxy_url: Option<String>,
+    /// Seconds between the membership monitor's sweeps (`LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS`),
+    /// which remove participants who left the Matrix room; 0 disables it. Unset: the service's
+    /// default (30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub membership_check_interval_seconds: Option<i32>,
+    /// Also write the registration into this Secret, so that a homeserver running in the same
+    /// namespace mounts it directly. The operator creates and owns it (it is deleted with the
+    /// transport, or when this field changes); an existing Secret it did not create is never
+    /// overwritten (status `Degraded`, reason `RegistrationSecretNotOwned`). Only the transport's
+    /// namespace: writing Secrets elsewhere would let anyone who may create a transport write
+    /// Secrets into namespaces they cannot otherwise touch. A ConfigMap is not offered: the
+    /// registration carries both tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_secret: Option<RegistrationSecret>,
+}
+
+/// A Secret (in the transport's namespace) that the operator writes the registration into.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationSecret {
+    /// Name of the Secret; not one the operator already writes or the pods read.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key (file name) of the registration in the Secret.
+    #[serde(default = "default_registration_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("key must consist of letters, digits, '-', '_' and '.'"))]
+    pub key: String,
 }
 
 /// Where the authorisation service runs.
@@ -763,6 +819,25 @@ pub struct MatrixRTCTransportStatus {
     /// with a comment saying why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synapse_config: Option<String>,
+    /// Where the application-service registration is and how Synapse mounts it (AS mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_service: Option<AppServiceStatus>,
+}
+
+/// Where Synapse finds the application-service registration. Names only: the tokens stay in the
+/// Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceStatus {
+    /// The Secret (in the transport's namespace) that holds the registration for Synapse.
+    pub registration_secret: String,
+    /// Its key holding the registration YAML.
+    pub registration_key: String,
+    /// The path `status.synapseConfig` lists in `app_service_config_files`.
+    pub synapse_path: String,
+    /// Pod spec YAML for Synapse: a volume from that Secret and the mount that puts the registration
+    /// at `synapsePath` (Synapse reads it at startup: restart it after the tokens change).
+    pub synapse_mount: String,
 }
 
 fn default_one() -> i32 {
@@ -789,6 +864,10 @@ fn default_relay_range() -> PortRange {
         start: 20000,
         end: 29999,
     }
+}
+
+fn default_registration_key() -> String {
+    "matrixrtc-auth.yaml".to_owned()
 }
 
 fn default_api_key_field() -> String {

@@ -42,6 +42,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
+use crate::app_service::{self, AppServiceError};
 use crate::apply::cache::{ChildCache, ScopeWatches};
 use crate::apply::{self, ApiFailure, ApplyError, FIELD_MANAGER, Owner};
 use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
@@ -215,6 +216,8 @@ impl Context {
 pub enum ReconcileError {
     #[error(transparent)]
     Credentials(#[from] ResolveError),
+    #[error(transparent)]
+    AppService(#[from] AppServiceError),
     #[error("building the desired objects failed: {0}")]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -232,6 +235,7 @@ impl ReconcileError {
     pub fn metric_reason(&self) -> &'static str {
         match self {
             ReconcileError::Credentials(_) => "credentials",
+            ReconcileError::AppService(_) => "app_service",
             ReconcileError::Build(_) => "build",
             ReconcileError::Apply(error) => error.reason(),
             ReconcileError::Status(_) => "status",
@@ -244,6 +248,7 @@ impl ReconcileError {
     fn condition_reason(&self) -> &'static str {
         match self {
             ReconcileError::Credentials(error) => error.reason(),
+            ReconcileError::AppService(error) => error.reason(),
             ReconcileError::Build(_) => "BuildFailed",
             ReconcileError::Apply(ApplyError::Conflict { .. }) => "ChildConflict",
             ReconcileError::Apply(ApplyError::Delete { .. }) => "PruneFailed",
@@ -321,6 +326,7 @@ async fn reconcile_transport(
         livekit_service_url: build::discovery::livekit_service_url(&validated),
         well_known_client: build::discovery::well_known_client_json(&validated),
         synapse_config: build::discovery::synapse_config_yaml(&validated),
+        app_service: build::discovery::app_service_status(&validated),
     };
 
     match apply_validated(transport, &validated, ctx).await {
@@ -380,6 +386,11 @@ async fn apply_validated(
     if resolved.generated_now {
         tracing::info!(object = %key_of(&transport.metadata), "generated LiveKit API credentials");
     }
+    let app_service =
+        app_service::resolve(&ctx.client, validated, app_service::random_bytes).await?;
+    if app_service.as_ref().is_some_and(|r| r.generated_now) {
+        tracing::info!(object = %key_of(&transport.metadata), "generated application-service tokens");
+    }
     let secrets = credentials::observe_references(
         &ctx.client,
         validated.namespace(),
@@ -393,6 +404,7 @@ async fn apply_validated(
             defaults: &ctx.defaults,
             credentials: &resolved.credentials,
             secrets: &secrets,
+            app_service: app_service.as_ref().map(|r| &r.tokens),
         },
     )?;
     let owner = Owner::new(transport, labels::owned_selector(validated.name()))

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_verb;
+pub mod app_service;
 pub mod apply;
 pub mod build;
 pub mod controller;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::api::{GROUP, MatrixRTCTransport, MatrixRTCTransportStatus, VERSION};
+use crate::build::appservice::AppServiceTokens;
 use crate::build::credentials::{ApiCredentials, CredentialsSource};
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{self, BuildError, BuildInput, Child, discovery};
@@ -93,6 +94,7 @@ pub fn render_status(input: &str) -> Result<Rendered, RenderError> {
         livekit_service_url: Some(discovery::livekit_service_url(&validated)),
         well_known_client: Some(discovery::well_known_client_json(&validated)),
         synapse_config: Some(discovery::synapse_config_yaml(&validated)),
+        app_service: discovery::app_service_status(&validated),
         ..MatrixRTCTransportStatus::default()
     };
     Ok(Rendered {
@@ -105,6 +107,7 @@ pub fn render_status(input: &str) -> Result<Rendered, RenderError> {
 pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, RenderError> {
     let validated = validated(input)?;
     let credentials = ApiCredentials::placeholder();
+    let tokens = AppServiceTokens::placeholder();
     let mut secrets = SecretVersions::default();
     for reference in secret_refs::all(&validated) {
         secrets.insert(
@@ -121,6 +124,7 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
             defaults,
             credentials: &credentials,
             secrets: &secrets,
+            app_service: Some(&tokens),
         },
     )?;
 
@@ -138,6 +142,13 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
         validated.name(),
         credentials.api_key(),
     );
+    if validated.auth().app_service.is_some() {
+        yaml.push_str(&format!(
+            "# The application-service tokens below are PLACEHOLDERS too; the running operator generates them\n\
+             # once into the Secret {}.\n",
+            build::names::app_service(validated.name())
+        ));
+    }
     for child in children.iter() {
         let doc = match child {
             Child::Secret(o) => serde_yaml::to_string(o),

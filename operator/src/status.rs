@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{MatrixRTCTransportStatus, condition};
+use crate::api::{AppServiceStatus, MatrixRTCTransportStatus, condition};
 
 /// Every reason the operator writes into a condition: this module's, the controller's failure reasons
 /// (`ReconcileError::condition_reason`) and the credentials' (`ResolveError::reason`). Tests check that
@@ -37,6 +37,10 @@ pub const REASONS: &[&str] = &[
     "CredentialsUnreadable",
     "ReferencedSecretMissing",
     "ReferencedSecretUnreadable",
+    // Application-service mode.
+    "AppServiceTokensDamaged",
+    "AppServiceSecretUnreadable",
+    "RegistrationSecretNotOwned",
     // Building, applying and recording.
     "BuildFailed",
     "ChildConflict",
@@ -114,6 +118,8 @@ pub struct Discovery {
     pub livekit_service_url: String,
     pub well_known_client: String,
     pub synapse_config: String,
+    /// Where Synapse finds the application-service registration (AS mode only).
+    pub app_service: Option<AppServiceStatus>,
 }
 
 /// What one reconcile came to.
@@ -230,6 +236,7 @@ fn set_discovery(status: &mut MatrixRTCTransportStatus, discovery: &Discovery) {
     status.livekit_service_url = Some(discovery.livekit_service_url.clone());
     status.well_known_client = Some(discovery.well_known_client.clone());
     status.synapse_config = Some(discovery.synapse_config.clone());
+    status.app_service = discovery.app_service.clone();
 }
 
 fn rollout_conditions<'a>(

@@ -20,13 +20,13 @@ use kube::Resource;
 use matrixrtc_auth::contract::{self, env};
 
 use crate::api::{
-    AdvertisedIp, AuthRedis, AuthSpec, CredentialsSecretRef, Exposure, IngressController,
-    IngressSpec, IpSource, LiveKitRedis, LiveKitSpec, ManagedLiveKit, MatrixRTCTransport,
-    MediaPort, MediaServiceSpec, Placement, ProbesSpec, RolloutSpec, Scheduling, TrafficPolicy,
-    TurnSpec, UdpSpec,
+    AdvertisedIp, AppServiceSpec, AuthRedis, AuthSpec, CredentialsSecretRef, Exposure,
+    IngressController, IngressSpec, IpSource, LiveKitRedis, LiveKitSpec, ManagedLiveKit,
+    MatrixRTCTransport, MediaPort, MediaServiceSpec, Placement, ProbesSpec, RolloutSpec,
+    Scheduling, TrafficPolicy, TurnSpec, UdpSpec,
 };
 use crate::build::credentials::CredentialsSource;
-use crate::build::{HASH_ANNOTATION, labels, livekit, livekit_config, names};
+use crate::build::{HASH_ANNOTATION, appservice, labels, livekit, livekit_config, names};
 
 /// Longest resource name whose derived names (e.g. `<name>-livekit-udp-range-19`) still fit the
 /// 63-character limit of Service names.
@@ -67,7 +67,7 @@ pub const DRAIN_SECONDS_WITHOUT_REDIS: i64 = 30;
 
 /// Environment variables of the authorisation service that the operator owns; `auth.extraEnv` may
 /// not set them (the ones the operator does not set would change how the ones it sets are read).
-pub const RESERVED_AUTH_ENV: [&str; 14] = [
+pub const RESERVED_AUTH_ENV: [&str; 19] = [
     env::LIVEKIT_URL,
     env::LIVEKIT_KEY,
     env::LIVEKIT_SECRET,
@@ -82,6 +82,12 @@ pub const RESERVED_AUTH_ENV: [&str; 14] = [
     env::LIVEKIT_JWT_PORT,
     env::LIVEKIT_CS_API_URL_OVERRIDES,
     env::LIVEKIT_REDIS_URL,
+    // AS mode goes through `auth.appService`, so that the registration and the service agree.
+    appservice::env::LIVEKIT_AS_TOKEN,
+    appservice::env::LIVEKIT_HS_TOKEN,
+    appservice::env::LIVEKIT_AS_REGISTRATION_FILE,
+    appservice::env::LIVEKIT_HS_SERVER_NAME,
+    appservice::env::LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS,
 ];
 
 /// One thing wrong with a spec.
@@ -333,6 +339,16 @@ pub enum AuthPlacement {
     Sidecar,
 }
 
+/// Application-service mode (`auth.appService` with `enabled: true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppServicePlan {
+    /// `None`: the service's in-cluster address.
+    pub proxy_url: Option<String>,
+    pub membership_check_interval_seconds: Option<i32>,
+    /// The user's Secret to write the registration into: (name, key).
+    pub registration_secret: Option<(String, String)>,
+}
+
 /// The authorisation service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthPlan {
@@ -345,6 +361,7 @@ pub struct AuthPlan {
     /// Only with placement `Deployment` (validation rejects them for a sidecar).
     pub pod_annotations: BTreeMap<String, String>,
     pub pod_labels: BTreeMap<String, String>,
+    pub app_service: Option<AppServicePlan>,
 }
 
 /// A spec that passed validation, with defaults resolved (except images, which come from the
@@ -471,7 +488,12 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
         LiveKitPlan::Managed(plan) => Some(plan.replicas),
         LiveKitPlan::External { .. } => None,
     };
-    let auth = c.auth(&spec.auth, livekit_replicas);
+    let mut auth = c.auth(&spec.auth, livekit_replicas);
+    auth.app_service = c.app_service(
+        spec.auth.app_service.as_ref(),
+        &id.name,
+        &user_secret_names(spec),
+    );
     let credentials = c.credentials(spec.credentials.as_ref(), &id.name);
     let ingress = c.ingress(&spec.ingress);
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
@@ -1230,7 +1252,88 @@ impl Checker {
             extra_env: a.extra_env.clone(),
             pod_annotations: a.pod_annotations.clone(),
             pod_labels: a.pod_labels.clone(),
+            // Set by `validate`, which knows every Secret the spec names.
+            app_service: None,
         }
+    }
+
+    /// AS mode, if enabled. `user_secrets`: the Secrets the pods read by name, which the
+    /// registration must not be written into.
+    fn app_service(
+        &mut self,
+        a: Option<&AppServiceSpec>,
+        cr_name: &str,
+        user_secrets: &[&str],
+    ) -> Option<AppServicePlan> {
+        let a = a.filter(|a| a.enabled)?;
+        let base = "spec.auth.appService";
+        if let Some(url) = &a.proxy_url
+            && !is_origin_url(url)
+        {
+            self.problem(
+                format!("{base}.proxyUrl"),
+                "must be an http(s) URL with no user, path, query or trailing slash: the homeserver appends the request path to it verbatim",
+            );
+        }
+        if let Some(interval) = a.membership_check_interval_seconds
+            && !(0..=86400).contains(&interval)
+        {
+            self.problem(
+                format!("{base}.membershipCheckIntervalSeconds"),
+                "must lie between 0 (monitor off) and 86400",
+            );
+        }
+        let registration_secret = a.registration_secret.as_ref().map(|target| {
+            let path = format!("{base}.registrationSecret");
+            let own = [
+                names::keys(cr_name),
+                names::credentials(cr_name),
+                names::app_service(cr_name),
+            ];
+            if !is_dns_name(&target.name) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!(
+                        "{:?} is not a Secret name (lowercase DNS name)",
+                        target.name
+                    ),
+                );
+            } else if own.contains(&target.name) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!(
+                        "{} is a Secret the operator writes for this transport",
+                        target.name
+                    ),
+                );
+            } else if user_secrets.contains(&target.name.as_str()) {
+                self.problem(
+                    format!("{path}.name"),
+                    format!(
+                        "{} is a Secret the pods read; name a Secret of its own",
+                        target.name
+                    ),
+                );
+            }
+            if target.key.is_empty()
+                || target.key.len() > 253
+                || !target
+                    .key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                self.problem(
+                    format!("{path}.key"),
+                    "key must consist of letters, digits, '-', '_' and '.'",
+                );
+            }
+            (target.name.clone(), target.key.clone())
+        });
+        Some(AppServicePlan {
+            proxy_url: a.proxy_url.clone(),
+            membership_check_interval_seconds: a.membership_check_interval_seconds,
+            registration_secret,
+        })
     }
 
     fn credentials(&mut self, c: Option<&CredentialsSecretRef>, name: &str) -> CredentialsSource {
@@ -1264,6 +1367,31 @@ impl Checker {
         }
         Some(i.clone())
     }
+}
+
+/// Every Secret the spec names for the pods to read.
+fn user_secret_names(spec: &crate::api::MatrixRTCTransportSpec) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    if let Some(c) = &spec.credentials {
+        names.push(&c.secret_name);
+    }
+    if let Some(AuthRedis::UrlSecret(secret)) = &spec.auth.redis {
+        names.push(&secret.name);
+    }
+    if let LiveKitSpec::Managed(m) = &spec.livekit {
+        if let Some(secret) = m.redis.as_ref().and_then(|r| r.password_secret.as_ref()) {
+            names.push(&secret.name);
+        }
+        if let Some(name) = m
+            .turn
+            .as_ref()
+            .and_then(|t| t.tls.as_ref())
+            .and_then(|t| t.secret_name.as_ref())
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 fn ip_source_name(source: IpSource) -> &'static str {
@@ -1338,6 +1466,19 @@ fn is_http_url(s: &str) -> bool {
         .or_else(|| s.strip_prefix("http://"));
     rest.is_some_and(|r| {
         !r.split('/').next().unwrap_or_default().is_empty() && !s.chars().any(char::is_whitespace)
+    })
+}
+
+/// An http(s) origin: scheme and authority, nothing after (what `io.element.msc4512.proxy_url` must
+/// be, since the homeserver appends the request URI to it verbatim).
+fn is_origin_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|authority| {
+        !authority.is_empty()
+            && !authority.contains(['/', '?', '#', '@'])
+            && !authority.chars().any(char::is_whitespace)
     })
 }
 

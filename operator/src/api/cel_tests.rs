@@ -87,7 +87,7 @@ fn every_rule_compiles() {
         .matches("\"rule\"")
         .count();
     assert_eq!(
-        rules, 18,
+        rules, 20,
         "a rule was added or lost: update the cases below"
     );
 }
@@ -99,7 +99,7 @@ fn a_minimal_transport_passes() {
 
 #[test]
 fn each_rule_rejects_what_it_should_and_validate_agrees() {
-    let cases: [(Value, &str); 19] = [
+    let cases: [(Value, &str); 22] = [
         (
             json!({"homeservers": {"fullAccess": ["*", "example.com"]}}),
             "'*' must be the only entry",
@@ -173,6 +173,18 @@ fn each_rule_rejects_what_it_should_and_validate_agrees() {
             json!({"livekit": {"managed": {"turn": {"domain": "t.example.com", "udp": {"port": 3478}, "relayRange": {"start": 21000, "end": 20000}}}}}),
             "range start must not exceed end",
         ),
+        (
+            json!({"auth": {"appService": {"enabled": true, "proxyUrl": "http://auth.internal:8080/"}}}),
+            "proxyUrl must be an http(s) URL",
+        ),
+        (
+            json!({"auth": {"appService": {"enabled": true, "proxyUrl": "http://u@auth.internal"}}}),
+            "proxyUrl must be an http(s) URL",
+        ),
+        (
+            json!({"auth": {"appService": {"enabled": true, "registrationSecret": {"name": "s", "key": "a/b"}}}}),
+            "key must consist of letters",
+        ),
     ];
     for (patch, expected) in cases {
         let cr = with_spec(patch.clone());
@@ -205,6 +217,7 @@ fn the_allowed_counterparts_pass() {
         json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "udp": {"port": 3478}}}}}),
         json!({"auth": {"replicas": 2, "redis": {"url": "redis://redis:6379"}}}),
         json!({"auth": {"placement": "Sidecar"}}),
+        json!({"auth": {"appService": {"enabled": true, "proxyUrl": "https://auth.internal:8443", "registrationSecret": {"name": "synapse-as", "key": "rtc_1.yaml"}}}}),
         json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379"}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}, "auth": {"placement": "Sidecar", "redis": {"url": "redis://redis:6379"}}}),
     ];
     for patch in cases {

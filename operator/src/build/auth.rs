@@ -22,7 +22,7 @@ use super::credentials::{API_KEY_FIELD, API_SECRET_FIELD};
 use super::labels::{self, Component};
 use super::pod::{self, HASH_ANNOTATION};
 use super::services::AUTH_HTTP;
-use super::{livekit_config, names, object_meta};
+use super::{appservice, livekit_config, names, object_meta};
 use crate::api::AuthRedis;
 use crate::defaults::OperatorDefaults;
 use crate::validate::{AuthPlacement, LiveKitPlan, Validated};
@@ -140,6 +140,9 @@ pub fn env(v: &Validated) -> Vec<EnvVar> {
         }),
         None => {}
     }
+    if let Some(plan) = &auth.app_service {
+        vars.extend(appservice::env(v, plan));
+    }
     vars.extend(auth.extra_env.iter().cloned());
     vars
 }
@@ -177,12 +180,17 @@ pub fn container(v: &Validated, defaults: &OperatorDefaults) -> Container {
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: CREDENTIALS_VOLUME.to_owned(),
-            mount_path: CREDENTIALS_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: CREDENTIALS_VOLUME.to_owned(),
+                mount_path: CREDENTIALS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]
+            .into_iter()
+            .chain(auth.app_service.as_ref().map(|_| appservice::mount()))
+            .collect(),
+        ),
         liveness_probe: Some(health_probe()),
         readiness_probe: Some(health_probe()),
         resources: Some(pod::resources(
@@ -196,13 +204,16 @@ pub fn container(v: &Validated, defaults: &OperatorDefaults) -> Container {
     }
 }
 
-/// The key and secret files from the keys Secret.
-pub fn credentials_volume(v: &Validated) -> Volume {
-    pod::secret_volume(
+/// The volumes the service's container mounts: the key and secret files from the keys Secret, and in AS
+/// mode the registration.
+pub fn volumes(v: &Validated) -> Vec<Volume> {
+    let credentials = pod::secret_volume(
         CREDENTIALS_VOLUME,
         &names::keys(v.name()),
         &[API_KEY_FIELD, API_SECRET_FIELD],
-    )
+    );
+    let registration = v.auth().app_service.as_ref().map(|_| appservice::volume(v));
+    std::iter::once(credentials).chain(registration).collect()
 }
 
 /// The Deployment `<name>-auth`, unless the service runs as a sidecar. `hash` covers the credentials
@@ -218,7 +229,7 @@ pub fn deployment(v: &Validated, defaults: &OperatorDefaults, hash: &str) -> Opt
     let selector = labels::selector(v.name(), Component::Auth);
     let mut spec = PodSpec {
         containers: vec![container(v, defaults)],
-        volumes: Some(vec![credentials_volume(v)]),
+        volumes: Some(volumes(v)),
         service_account_name: Some(names::auth(v.name())),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),

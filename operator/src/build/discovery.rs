@@ -5,6 +5,8 @@
 
 use serde_json::json;
 
+use super::appservice;
+use crate::api::AppServiceStatus;
 use crate::validate::Validated;
 
 /// `https://<host>`: the `livekit_service_url` clients call for tokens.
@@ -14,6 +16,14 @@ pub fn livekit_service_url(v: &Validated) -> String {
 
 fn transport(v: &Validated) -> serde_json::Value {
     json!({"type": "livekit", "livekit_service_url": livekit_service_url(v)})
+}
+
+/// `status.appService` (AS mode only).
+pub fn app_service_status(v: &Validated) -> Option<AppServiceStatus> {
+    v.auth()
+        .app_service
+        .as_ref()
+        .map(|plan| appservice::status(v, plan))
 }
 
 /// JSON to merge into `/.well-known/matrix/client`.
@@ -45,10 +55,19 @@ pub fn synapse_config_yaml(v: &Validated) -> String {
     // validated to need no quoting, so no serialiser error path is needed.
     let (message_rate, message_burst) = RC_MESSAGE;
     let (delayed_rate, delayed_burst) = RC_DELAYED_EVENT_MGMT;
+    let app_service = v.auth().app_service.is_some();
+    let (as_flags, as_registration) = if app_service {
+        (
+            appservice::synapse_experimental_lines(),
+            appservice::synapse_registration_lines(),
+        )
+    } else {
+        ("", String::new())
+    };
     format!(
         "# Element Call's self-hosting guide and ESS: MSC4143 makes Synapse serve matrix_rtc.transports to clients,\n\
          # MSC4222 (sync state_after) lets clients track call membership reliably, MSC3266 (room summary) lets them knock.\n\
-         experimental_features:\n  msc4143_enabled: true\n  msc4222_enabled: true\n  msc3266_enabled: true\n\
+         experimental_features:\n  msc4143_enabled: true\n  msc4222_enabled: true\n  msc3266_enabled: true\n{as_flags}\
          # The transport: where clients get LiveKit tokens (MSC4195).\n\
          matrix_rtc:\n  transports:\n    - type: livekit\n      livekit_service_url: {url}\n\
          # MSC4140 delayed events: refused without this limit; Element Call's leave events (and delegated leave) need them.\n\
@@ -58,6 +77,7 @@ pub fn synapse_config_yaml(v: &Validated) -> String {
          rc_message:\n  per_second: {message_rate}\n  burst_count: {message_burst}\n\
          # Element Call's guide and ESS: a call member restarts its delayed leave event every 5 s; Synapse's default burst is 5.\n\
          rc_delayed_event_mgmt:\n  per_second: {delayed_rate}\n  burst_count: {delayed_burst}\n\
+         {as_registration}\
          # Not set here: the authorisation service checks OpenID tokens at Synapse's federation (or openid) listener,\n\
          # which must be reachable from the cluster.\n",
         url = livekit_service_url(v)
@@ -108,5 +128,37 @@ mod tests {
         }
         let top_level = lines.iter().filter(|l| !l.starts_with([' ', '#'])).count();
         assert_eq!(top_level, 5, "{yaml}");
+    }
+
+    #[test]
+    fn app_service_mode_adds_its_flags_and_the_registration_each_with_a_reason() {
+        let v = validated("auth: {appService: {enabled: true}}");
+        let yaml = synapse_config_yaml(&v);
+        let parsed: serde_json::Value = serde_yaml::from_str(&yaml).expect("YAML");
+        assert_eq!(
+            parsed["experimental_features"],
+            json!({"msc4143_enabled": true, "msc4222_enabled": true, "msc3266_enabled": true, "msc4502_enabled": true, "msc4512_enabled": true})
+        );
+        let status = app_service_status(&v).expect("AS status");
+        assert_eq!(
+            parsed["app_service_config_files"],
+            json!([status.synapse_path])
+        );
+        let lines: Vec<&str> = yaml.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let setting = !line.trim_start().starts_with('#') && !line.starts_with("    ");
+            if setting && line.contains("msc45") || line.starts_with("app_service_config_files") {
+                assert!(
+                    lines[..i]
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .any(|l| l.trim_start().starts_with("# AS mode")),
+                    "no reason given above {line:?} in:\n{yaml}"
+                );
+            }
+        }
+        assert!(app_service_status(&validated("")).is_none());
+        assert!(!synapse_config_yaml(&validated("")).contains("msc4512"));
     }
 }

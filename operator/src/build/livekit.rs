@@ -38,7 +38,7 @@ use super::livekit_config::{
 };
 use super::pod::{self, HASH_ANNOTATION};
 use super::services::{HTTP, METRICS, RTC_TCP, RTC_UDP, TURN_TLS, TURN_UDP};
-use super::{auth, names, object_meta, secret};
+use super::{appservice, auth, names, object_meta, secret};
 use crate::api::ProbeTiming;
 use crate::defaults::OperatorDefaults;
 use crate::validate::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, Reach, UdpPlan, Validated};
@@ -58,11 +58,12 @@ const KEYS_VOLUME: &str = "keys";
 const TURN_TLS_VOLUME: &str = "turn-tls";
 
 /// Volumes of the LiveKit pod the operator defines; `extraVolumes` may not reuse their names.
-pub const OPERATOR_VOLUMES: [&str; 4] = [
+pub const OPERATOR_VOLUMES: [&str; 5] = [
     CONFIG_VOLUME,
     KEYS_VOLUME,
     TURN_TLS_VOLUME,
     auth::CREDENTIALS_VOLUME,
+    appservice::VOLUME,
 ];
 /// Directories the operator mounts in the LiveKit container; `extraVolumeMounts` stay clear of them.
 pub const OPERATOR_MOUNT_DIRS: [&str; 3] = [CONFIG_DIR, KEYS_DIR, TURN_TLS_DIR];
@@ -324,7 +325,7 @@ pub fn deployment(
     let mut volumes = volumes(v, plan);
     if v.auth().placement == AuthPlacement::Sidecar {
         containers.push(auth::container(v, defaults));
-        volumes.push(auth::credentials_volume(v));
+        volumes.extend(auth::volumes(v));
     }
     let mut spec = PodSpec {
         containers,

@@ -4,6 +4,7 @@
 //! Deployments, Ingress), so mounted Secrets and ConfigMaps exist before the pods that need them.
 //! One module per kind; `pod` holds the hardening shared by both workloads.
 
+pub mod appservice;
 pub mod auth;
 #[cfg(test)]
 pub(crate) mod compat;
@@ -29,6 +30,7 @@ use kube::api::ObjectMeta;
 
 use crate::defaults::OperatorDefaults;
 use crate::validate::{LiveKitPlan, Validated};
+use appservice::AppServiceTokens;
 use credentials::{ApiCredentials, CredentialsSource};
 use labels::Component;
 use secret_refs::SecretVersions;
@@ -101,6 +103,8 @@ pub struct BuildInput<'a> {
     pub credentials: &'a ApiCredentials,
     /// The observed version of every Secret in [`secret_refs::all`], for the pod template hashes.
     pub secrets: &'a SecretVersions,
+    /// The application-service tokens (read or generated once by the controller); needed only in AS mode.
+    pub app_service: Option<&'a AppServiceTokens>,
 }
 
 /// A child could not be built. Nothing is applied when this happens.
@@ -114,6 +118,10 @@ pub enum BuildError {
         "the version of the Secret {0} was not read before building (an operator bug: every Secret the pods reference is read first)"
     )]
     UnobservedSecret(String),
+    #[error(
+        "the application-service tokens were not read before building (an operator bug: they are read or generated first)"
+    )]
+    MissingAppServiceTokens,
 }
 
 /// Every child of the transport, in apply order.
@@ -142,19 +150,37 @@ pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildErr
         CredentialsSource::Generated { .. } => serde_json::to_value(&keys.data)?,
         CredentialsSource::Existing(_) => serde_json::Value::Null,
     };
-    let auth_hash = pod::content_hash(&[
+    let mut auth_hash_parts = vec![
         credentials_input.clone(),
         secret_refs::hash_input(&secret_refs::auth_pod(v), input.secrets)?,
-    ]);
+    ];
+    // AS mode: the registration Secret (and the user's copy of it), and what the pods hash of it.
+    let mut app_service_input = None;
+    if let Some(plan) = &v.auth().app_service {
+        let tokens = input
+            .app_service
+            .ok_or(BuildError::MissingAppServiceTokens)?;
+        children.push(Child::Secret(appservice::secret(v, plan, tokens)?));
+        children.extend(appservice::registration_copy(v, plan, tokens)?.map(Child::Secret));
+        let registration = appservice::hash_input(v, plan, tokens)?;
+        auth_hash_parts.push(registration.clone());
+        app_service_input = Some(registration);
+    }
+    let auth_hash = pod::content_hash(&auth_hash_parts);
 
     let livekit_parts = match v.livekit() {
         LiveKitPlan::Managed(plan) => {
             let config = livekit_config::config_map(v, plan, input.credentials.api_key())?;
-            let hash = pod::content_hash(&[
+            let mut parts = vec![
                 serde_json::to_value(&config.data)?,
                 credentials_input,
                 secret_refs::hash_input(&secret_refs::livekit_pod(v), input.secrets)?,
-            ]);
+            ];
+            // A sidecar reads the registration too.
+            if v.auth_is_sidecar() {
+                parts.extend(app_service_input);
+            }
+            let hash = pod::content_hash(&parts);
             Some((plan, config, hash))
         }
         LiveKitPlan::External { .. } => None,
@@ -203,13 +229,14 @@ mod tests {
         REFERENCES_EVERYTHING, build_observing, build_with, children, observed, validated,
     };
 
-    const FIXTURES: [&str; 6] = [
+    const FIXTURES: [&str; 7] = [
         REFERENCES_EVERYTHING,
         "",
         "auth: {placement: Sidecar}",
         "livekit: {external: {url: 'wss://sfu.example.net'}}\ncredentials: {secretName: lk}",
         "livekit: {managed: {media: {udp: {range: {start: 31000, end: 31600, exposure: LoadBalancer}}}}}",
         "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 30004}, tls: {port: 30003, secretName: c}}}}",
+        "auth: {placement: Sidecar, appService: {enabled: true, registrationSecret: {name: synapse-as}}}",
     ];
 
     fn rank(child: &Child) -> usize {
@@ -422,10 +449,86 @@ mod tests {
                 defaults: &OperatorDefaults::default(),
                 credentials: &ApiCredentials::placeholder(),
                 secrets: &versions,
+                app_service: None,
             },
         )
         .unwrap_err();
         assert!(matches!(error, BuildError::UnobservedSecret(_)), "{error}");
+    }
+
+    const APP_SERVICE: &str =
+        "auth: {appService: {enabled: true, registrationSecret: {name: synapse-as}}}";
+
+    fn build_app_service(
+        spec: &str,
+        tokens: Option<&AppServiceTokens>,
+    ) -> Result<Children, BuildError> {
+        let v = validated(spec);
+        build(
+            &v,
+            &BuildInput {
+                defaults: &OperatorDefaults::default(),
+                credentials: &ApiCredentials::placeholder(),
+                secrets: &observed(&v),
+                app_service: tokens,
+            },
+        )
+    }
+
+    #[test]
+    fn app_service_mode_adds_its_secrets_and_rolls_the_pods_that_read_the_registration() {
+        let a = AppServiceTokens::from_random_bytes(&[1; appservice::RANDOM_BYTES]);
+        let b = AppServiceTokens::from_random_bytes(&[2; appservice::RANDOM_BYTES]);
+        let off = build_app_service("", Some(&a)).expect("builds");
+        assert!(
+            off.get("Secret", "demo-appservice").is_none(),
+            "off by default"
+        );
+        let on = build_app_service(APP_SERVICE, Some(&a)).expect("builds");
+        assert!(on.get("Secret", "demo-appservice").is_some());
+        assert!(on.get("Secret", "synapse-as").is_some());
+        let rotated = build_app_service(APP_SERVICE, Some(&b)).expect("builds");
+        assert_ne!(pod_hash(&off, "demo-auth"), pod_hash(&on, "demo-auth"));
+        assert_ne!(pod_hash(&on, "demo-auth"), pod_hash(&rotated, "demo-auth"));
+        // LiveKit does not read the registration, unless the service is its sidecar.
+        assert_eq!(
+            pod_hash(&on, "demo-livekit"),
+            pod_hash(&rotated, "demo-livekit")
+        );
+        let sidecar = "auth: {placement: Sidecar, appService: {enabled: true}}";
+        assert_ne!(
+            pod_hash(
+                &build_app_service(sidecar, Some(&a)).expect("builds"),
+                "demo-livekit"
+            ),
+            pod_hash(
+                &build_app_service(sidecar, Some(&b)).expect("builds"),
+                "demo-livekit"
+            ),
+        );
+        // Both tokens are only ever in Secrets.
+        for child in rotated.iter() {
+            let json = match child {
+                Child::Secret(_) => continue,
+                Child::ConfigMap(o) => serde_json::to_string(o),
+                Child::ServiceAccount(o) => serde_json::to_string(o),
+                Child::Service(o) => serde_json::to_string(o),
+                Child::Deployment(o) => serde_json::to_string(o),
+                Child::Ingress(o) => serde_json::to_string(o),
+            }
+            .expect("serialise");
+            assert!(
+                !json.contains(b.as_token()) && !json.contains(b.hs_token()),
+                "{} {}",
+                child.kind(),
+                child.name()
+            );
+        }
+        let error = build_app_service(APP_SERVICE, None).unwrap_err();
+        assert!(
+            matches!(error, BuildError::MissingAppServiceTokens),
+            "{error}"
+        );
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub fn credentials(cr: &str) -> String {
     format!("{cr}-credentials")
 }
 
+/// Secret with the generated application-service tokens and the registration (AS mode only).
+pub fn app_service(cr: &str) -> String {
+    format!("{cr}-appservice")
+}
+
 /// Media Service for the single ports exposed as NodePort.
 pub fn media_node_port(cr: &str) -> String {
     format!("{cr}-livekit-nodeport")

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::api::MatrixRTCTransport;
+use crate::build::appservice::AppServiceTokens;
 use crate::build::credentials::ApiCredentials;
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{BuildInput, Children, build};
@@ -89,6 +90,7 @@ pub fn build_observing(
             defaults: &OperatorDefaults::default(),
             credentials,
             secrets,
+            app_service: Some(&AppServiceTokens::placeholder()),
         },
     )
     .expect("build")

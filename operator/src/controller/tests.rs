@@ -773,6 +773,7 @@ fn every_failure_reason_is_a_listed_condition_reason() {
             name: "x".into(),
             failure: failure(),
         }),
+        ReconcileError::AppService(AppServiceError::NotOwned { name: "x".into() }),
         ReconcileError::Build(BuildError::UnobservedSecret("x".into())),
         ReconcileError::Apply(ApplyError::Conflict { child: child() }),
         ReconcileError::Apply(ApplyError::Delete {
@@ -795,6 +796,7 @@ fn every_failure_reason_is_a_listed_condition_reason() {
         // Exhaustive on purpose: a new variant fails to compile here until it is added above.
         match error {
             ReconcileError::Credentials(_)
+            | ReconcileError::AppService(_)
             | ReconcileError::Build(_)
             | ReconcileError::Apply(_)
             | ReconcileError::Status(_)
@@ -1292,4 +1294,200 @@ fn resyncs_of_many_transports_are_spread_over_half_a_period() {
         resync_after("a/b"),
         "stable per object"
     );
+}
+
+fn app_service_spec(extra: Value) -> Value {
+    let mut spec = minimal_spec();
+    spec["auth"] = json!({"appService": {"enabled": true}});
+    if let (Some(target), Value::Object(extra)) =
+        (spec["auth"]["appService"].as_object_mut(), extra)
+    {
+        target.extend(extra);
+    }
+    spec
+}
+
+fn stored_tokens(h: &Harness) -> build::appservice::AppServiceTokens {
+    let secret: Secret = h
+        .fake
+        .get(NS, &names::app_service(NAME))
+        .expect("the appservice Secret exists");
+    build::appservice::AppServiceTokens::from_secret(&secret).expect("well-formed tokens")
+}
+
+#[tokio::test]
+async fn app_service_tokens_are_generated_once_and_kept_across_reconciles_and_restarts() {
+    let mut h = Harness::new();
+    h.create(app_service_spec(
+        json!({"registrationSecret": {"name": "synapse-as"}}),
+    ));
+    h.reconcile().await.unwrap();
+    let first = stored_tokens(&h);
+    let registration = |h: &Harness, name: &str, key: &str| -> String {
+        let secret: Secret = h.fake.get(NS, name).expect("registration Secret");
+        let data = secret.data.expect("data");
+        String::from_utf8(data[key].0.clone()).expect("UTF-8")
+    };
+    let own = registration(&h, &names::app_service(NAME), "registration.yaml");
+    assert!(own.contains(first.as_token()) && own.contains(first.hs_token()));
+    assert_eq!(
+        registration(&h, "synapse-as", "matrixrtc-auth.yaml"),
+        own,
+        "the copy for Synapse is the same registration"
+    );
+    let status = h.status().app_service.expect("status.appService");
+    assert_eq!(
+        (
+            status.registration_secret.as_str(),
+            status.registration_key.as_str()
+        ),
+        ("synapse-as", "matrixrtc-auth.yaml")
+    );
+
+    // A second reconcile, then a restarted operator: same tokens, nothing written.
+    h.reconcile().await.unwrap();
+    h.restart(other_random);
+    h.fake.clear_requests();
+    h.reconcile().await.unwrap();
+    assert!(h.fake.writes().is_empty(), "{:?}", h.fake.writes());
+    assert_eq!(stored_tokens(&h), first);
+
+    // A spec change that rewrites the registration (another proxy URL) keeps the tokens too.
+    h.edit_spec(|spec| spec["auth"]["appService"]["proxyUrl"] = json!("http://auth.internal:8080"));
+    h.reconcile().await.unwrap();
+    assert_eq!(stored_tokens(&h), first);
+    assert!(
+        registration(&h, "synapse-as", "matrixrtc-auth.yaml").contains("http://auth.internal:8080")
+    );
+
+    // The tokens are only ever in Secrets: not in Deployments, status, Events or other request bodies.
+    for token in [first.as_token(), first.hs_token()] {
+        for value in h.fake.all_values() {
+            if value["kind"] != "Secret" {
+                assert!(
+                    !value.to_string().contains(token),
+                    "token leaked into {} {}",
+                    value["kind"],
+                    value["metadata"]["name"]
+                );
+            }
+        }
+        for request in h.fake.requests() {
+            if !request.path.contains("/secrets/")
+                && let Some(body) = &request.body
+            {
+                assert!(!body.to_string().contains(token), "token sent in {request}");
+            }
+        }
+    }
+
+    // Turning AS mode off removes both Secrets (they are the operator's own).
+    h.edit_spec(|spec| spec["auth"]["appService"]["enabled"] = json!(false));
+    h.reconcile().await.unwrap();
+    h.sync_caches().await;
+    assert!(
+        h.fake
+            .get::<Secret>(NS, &names::app_service(NAME))
+            .is_none()
+    );
+    assert!(h.fake.get::<Secret>(NS, "synapse-as").is_none());
+    assert!(h.status().app_service.is_none());
+}
+
+#[tokio::test]
+async fn damaged_app_service_tokens_are_reported_not_replaced() {
+    let h = Harness::new();
+    h.create(app_service_spec(json!({})));
+    h.reconcile().await.unwrap();
+    let name = names::app_service(NAME);
+    h.fake.edit::<Secret>(NS, &name, |s| {
+        s["data"]["hs-token"] = json!("c2hvcnQ="); // "short"
+    });
+    let error = h
+        .reconcile()
+        .await
+        .expect_err("damaged tokens fail the reconcile");
+    assert!(
+        matches!(
+            error,
+            ReconcileError::AppService(AppServiceError::Damaged { .. })
+        ),
+        "{error}"
+    );
+    let secret: Secret = h.fake.get(NS, &name).unwrap();
+    assert_eq!(
+        secret.data.expect("data")["hs-token"].0,
+        b"short",
+        "not regenerated"
+    );
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AppServiceTokensDamaged")
+    );
+    assert!(message.contains("delete the Secret"), "{message}");
+}
+
+#[tokio::test]
+async fn a_registration_secret_the_operator_did_not_create_is_refused_and_left_alone() {
+    let h = Harness::new();
+    let foreign = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("synapse-config".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "homeserver.yaml".to_owned(),
+                ByteString(b"server_name: x".to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    h.fake.insert(&foreign);
+    h.create(app_service_spec(
+        json!({"registrationSecret": {"name": "synapse-config"}}),
+    ));
+    let error = h.reconcile().await.expect_err("refused");
+    assert!(
+        matches!(
+            error,
+            ReconcileError::AppService(AppServiceError::NotOwned { .. })
+        ),
+        "{error}"
+    );
+    assert!(
+        h.children()
+            .iter()
+            .all(|(kind, name)| kind == "Secret" && name == "synapse-config"),
+        "nothing applied: {:?}",
+        h.children()
+    );
+    let kept: Secret = h.fake.get(NS, "synapse-config").unwrap();
+    assert_eq!(kept.data, foreign.data, "the foreign Secret is untouched");
+    assert!(kept.metadata.owner_references.is_none());
+    let (status, reason, message) = h.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "RegistrationSecretNotOwned")
+    );
+    assert!(message.contains("synapse-config"), "{message}");
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e["reason"] == "RegistrationSecretNotOwned"),
+        "{:?}",
+        h.events()
+    );
+
+    // Naming another Secret recovers; the foreign one is still not touched (nor pruned).
+    h.edit_spec(|spec| {
+        spec["auth"]["appService"]["registrationSecret"]["name"] = json!("synapse-as")
+    });
+    h.reconcile().await.unwrap();
+    assert!(h.fake.get::<Secret>(NS, "synapse-as").is_some());
+    let kept: Secret = h.fake.get(NS, "synapse-config").unwrap();
+    assert_eq!(kept.data, foreign.data);
 }

@@ -877,3 +877,66 @@ fn ingress_controller_follows_the_class_unless_named() {
         "must not be empty",
     );
 }
+
+#[test]
+fn app_service_mode() {
+    assert_eq!(ok("").auth().app_service, None, "off by default");
+    assert_eq!(
+        ok("auth: {appService: {enabled: false, membershipCheckIntervalSeconds: 5}}")
+            .auth()
+            .app_service,
+        None,
+        "a disabled block is ignored"
+    );
+    let on = ok(
+        "auth: {appService: {enabled: true, proxyUrl: 'https://auth.internal:8443', membershipCheckIntervalSeconds: 0, registrationSecret: {name: synapse-as}}}",
+    );
+    assert_eq!(
+        on.auth().app_service,
+        Some(AppServicePlan {
+            proxy_url: Some("https://auth.internal:8443".into()),
+            membership_check_interval_seconds: Some(0),
+            registration_secret: Some(("synapse-as".into(), "matrixrtc-auth.yaml".into())),
+        })
+    );
+    for url in [
+        "http://auth.internal/",
+        "http://auth.internal/prefix",
+        "https://auth.internal?x=1",
+        "ftp://auth.internal",
+        "http://user:pw@auth.internal",
+        "http://",
+    ] {
+        assert_one(
+            &format!("auth: {{appService: {{enabled: true, proxyUrl: '{url}'}}}}"),
+            "spec.auth.appService.proxyUrl",
+            "no user, path, query or trailing slash",
+        );
+    }
+    assert_one(
+        "auth: {appService: {enabled: true, membershipCheckIntervalSeconds: -1}}",
+        "spec.auth.appService.membershipCheckIntervalSeconds",
+        "between 0",
+    );
+    // The copy may not land on a Secret the operator writes, or one the pods read.
+    for (name, fragment) in [
+        ("demo-keys", "a Secret the operator writes"),
+        ("demo-credentials", "a Secret the operator writes"),
+        ("demo-appservice", "a Secret the operator writes"),
+        ("auth-redis", "a Secret the pods read"),
+        ("Not_A_Name", "is not a Secret name"),
+    ] {
+        assert_one(
+            &format!(
+                "auth: {{redis: {{urlSecret: {{name: auth-redis, key: url}}}}, appService: {{enabled: true, registrationSecret: {{name: {name}}}}}}}"
+            ),
+            "spec.auth.appService.registrationSecret.name",
+            fragment,
+        );
+    }
+    assert_one(
+        "auth: {appService: {enabled: true, registrationSecret: {name: synapse-as, key: 'a/b'}}}",
+        "spec.auth.appService.registrationSecret.key",
+        "letters, digits",
+    );
+}

@@ -25,6 +25,7 @@
 //! only a real API server shows: CEL rules and their cost ([`cel`]), NodePort allocation across namespaces
 //! ([`node_ports`]), server-side apply field ownership and garbage collection ([`ownership`]).
 
+mod app_service;
 mod cel;
 mod cluster;
 mod node_ports;
@@ -42,6 +43,7 @@ use kube::{Client, ResourceExt};
 use matrixrtc_auth::contract::env;
 use matrixrtc_operator::api::MatrixRTCTransport;
 use matrixrtc_operator::apply::ChildKind;
+use matrixrtc_operator::build::appservice::AppServiceTokens;
 use matrixrtc_operator::build::credentials::ApiCredentials;
 use matrixrtc_operator::build::secret_refs::{self, SecretVersion, SecretVersions, Use};
 use matrixrtc_operator::build::{self, BuildInput, Child, HASH_ANNOTATION, labels, names};
@@ -65,6 +67,7 @@ pub mod ports {
     pub const NODE_PORT_CLASH: (i32, i32) = (30011, 30012);
     pub const OWNERSHIP: (i32, i32) = (30013, 30014);
     pub const GARBAGE_COLLECTION: (i32, i32) = (30015, 30016);
+    pub const APP_SERVICE: (i32, i32) = (30017, 30018);
 }
 
 /// Run `scenario` against the cluster of `KUBECONFIG` in `count` fresh namespaces, with the CRDs installed,
@@ -246,6 +249,7 @@ pub fn planned(cr: &MatrixRTCTransport) -> Result<build::Children, Failure> {
             defaults: &OperatorDefaults::default(),
             credentials: &ApiCredentials::placeholder(),
             secrets: &secrets,
+            app_service: Some(&AppServiceTokens::placeholder()),
         },
     )
     .map_err(|e| e.to_string())
