@@ -19,6 +19,3 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
-
-#[cfg(test)]
-mod fake_api;
