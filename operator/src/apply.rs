@@ -562,9 +562,9 @@ pub async fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::FakeApi;
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use matrixrtc_test_support::fake_api::FakeApi;
     use std::collections::BTreeMap;
 
     const NS: &str = "ns";

@@ -151,8 +151,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::FakeApi;
     use k8s_openapi::api::coordination::v1::Lease;
+    use matrixrtc_test_support::fake_api::FakeApi;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

@@ -20,6 +20,3 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
-
-#[cfg(test)]
-mod fake_api;

@@ -236,8 +236,8 @@ async fn check_crd(client: &Client, scope: &WatchScope) -> Result<(), RunError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::FakeApi;
     use clap::Parser;
+    use matrixrtc_test_support::fake_api::FakeApi;
 
     #[derive(Parser)]
     struct Cli {

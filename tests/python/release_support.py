@@ -52,7 +52,7 @@ IMAGES = {"operator": "matrixrtc-operator", "auth": "matrixrtc-auth"}
 INSTALL_RELEASE = "matrixrtc-operator"
 INSTALL_NAMESPACE = "matrixrtc-system"
 #: The Cargo packages of the workspace; Cargo.lock records their version too.
-WORKSPACE_PACKAGES = ("matrixrtc-auth", "matrixrtc-operator", "matrixrtc-e2e")
+WORKSPACE_PACKAGES = ("matrixrtc-auth", "matrixrtc-operator", "matrixrtc-e2e", "matrixrtc-test-support")
 #: Files whose image references name a version of ours (the CHANGELOG names old versions on purpose).
 DOC_FILES = ("README.md", "docs/*.md", "charts/matrixrtc-operator/README.md")
 VERSION_LABEL = "app.kubernetes.io/version"

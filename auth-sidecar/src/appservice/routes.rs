@@ -26,7 +26,7 @@ use super::config::Secret;
 use super::flows::{self, AsError, Context, Effects, Required, Settings, Success};
 use super::homeserver::Homeserver;
 use crate::delegation::JobKey;
-use crate::http::{AppState, cors, delegate, limits};
+use crate::http::{AppState, cors, hand_over, limits};
 
 /// How long a request may take in all (Synapse gives up after 30 s).
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(25);
@@ -339,7 +339,7 @@ impl Effects for AppState {
         delay_timeout: Duration,
     ) -> BoxFuture<'a, Result<(), AsError>> {
         Box::pin(async move {
-            delegate::add_job(self, key, server_name, delay_id, delay_timeout)
+            hand_over::add_job(self, key, server_name, delay_id, delay_timeout)
                 .await
                 .map_err(|error| AsError::new(error.status, error.errcode, error.error))
         })

@@ -26,7 +26,7 @@ mod authenticate;
 #[cfg(test)]
 mod fuzz;
 mod gate;
-mod hand_over;
+pub(crate) mod hand_over;
 mod issue;
 mod state;
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Reconcile tests against the in-memory API server ([`crate::fake_api`]): each test drives [`reconcile`] the
-//! way the runtime does and asserts on the requests made and the objects stored.
+//! Reconcile tests against the in-memory API server ([`matrixrtc_test_support::fake_api`]): each test drives
+//! [`reconcile`] the way the runtime does and asserts on the requests made and the objects stored.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,13 +12,13 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
+use matrixrtc_test_support::fake_api::{FakeApi, Recorded};
 use serde_json::{Value, json};
 
 use super::*;
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
 use crate::build::names;
 use crate::defaults::OperatorDefaults;
-use crate::fake_api::{FakeApi, Recorded};
 use crate::telemetry::Telemetry;
 
 const NS: &str = "calls";

@@ -2,27 +2,19 @@
 //! loopback HTTP with a kubeconfig pointing at it: startup checks, health and metrics, reconciling through real
 //! watches, SIGTERM, and two replicas with leader election. Plus the 100-transport benchmark (ignored).
 //!
-//! The fake is the unit tests' own (`src/fake_api.rs`), compiled into this binary too; its few self-tests
-//! therefore run here as well.
+//! The fake and the process harness are the shared ones of `matrixrtc-test-support`.
 
-#[allow(dead_code)] // shared with the unit tests; not every helper is used here
-#[path = "../../src/fake_api.rs"]
-mod fake_api;
-
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fake_api::FakeApi;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use matrixrtc_operator::api::MatrixRTCTransport;
 use matrixrtc_operator::build::names;
+use matrixrtc_test_support::fake_api::FakeApi;
+use matrixrtc_test_support::operator_process::{Launch, OperatorProcess, operator_binary};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
 const NS: &str = "calls";
 const OPERATOR_NS: &str = "ops";
@@ -78,115 +70,43 @@ impl Drop for Cluster {
     }
 }
 
-/// One operator process.
-struct Operator {
-    child: Child,
-    metrics: SocketAddr,
-    log: PathBuf,
+/// How long an operator against the fake may take to answer `/readyz`.
+const READY: Duration = Duration::from_secs(30);
+
+/// Start one operator process named `name` (its pod name and log file) against `cluster`, watching [`NS`].
+/// `MATRIXRTC_OPERATOR_BIN` lets the benchmark run a release build.
+fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> OperatorProcess {
+    let binary =
+        operator_binary(env!("CARGO_BIN_EXE_matrixrtc-operator")).unwrap_or_else(|e| panic!("{e}"));
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log"));
+    Launch::run(binary, log)
+        .arg(format!("--watch-namespace={NS}"))
+        .args(extra.iter().copied())
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("POD_NAME", name)
+        .env("POD_NAMESPACE", OPERATOR_NS)
+        .env("RUST_LOG", "info,matrixrtc_operator=debug")
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Operator {
-    fn spawn(cluster: &Cluster, name: &str, extra: &[&str]) -> Self {
-        let metrics = free_port();
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut args = vec![
-            "run".to_owned(),
-            format!("--metrics-address={metrics}"),
-            format!("--watch-namespace={NS}"),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        // MATRIXRTC_OPERATOR_BIN lets the benchmark run a release build.
-        let binary = std::env::var_os("MATRIXRTC_OPERATOR_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_matrixrtc-operator")));
-        let child = Command::new(binary)
-            .args(&args)
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("POD_NAME", name)
-            .env("POD_NAMESPACE", OPERATOR_NS)
-            .env("RUST_LOG", "info,matrixrtc_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone().expect("log file")))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the operator");
-        Self {
-            child,
-            metrics,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.metrics, path).await
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.get("/readyz").await.map(|r| r.0) != Some(200) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the operator exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready within 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn leading(&self) -> bool {
-        self.get("/metrics")
-            .await
-            .is_some_and(|(_, body)| body.lines().any(|l| l == "matrixrtc_operator_leader 1"))
-    }
-
-    /// SIGTERM and the exit status (bounded).
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running");
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
-            Ok(status) => status.expect("wait"),
-            Err(_) => panic!("no exit within 20 s of SIGTERM:\n{}", self.log()),
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address")
-}
-
-async fn http_get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
+/// Start one operator process and wait until it is ready.
+async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> OperatorProcess {
+    let mut operator = spawn(cluster, name, extra);
+    operator
+        .wait_ready(READY)
         .await
-        .ok()
-        .flatten()
+        .unwrap_or_else(|e| panic!("{e}"));
+    operator
+}
+
+async fn leading(operator: &OperatorProcess) -> bool {
+    operator.metric("matrixrtc_operator_leader").await == Some(1.0)
+}
+
+async fn stop(operator: OperatorProcess) {
+    operator.terminate().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Poll `condition` every 50 ms for at most `seconds`.
@@ -207,11 +127,11 @@ async fn a_missing_crd_stops_the_operator_with_an_install_hint() {
     cluster
         .fake
         .fail_next(http::Method::GET, "/matrixrtctransports", 404);
-    let mut operator = Operator::spawn(&cluster, "missing-crd", &[]);
-    let status = tokio::time::timeout(Duration::from_secs(30), operator.child.wait())
+    let mut operator = spawn(&cluster, "missing-crd", &[]);
+    let status = operator
+        .wait_exit(Duration::from_secs(30))
         .await
-        .expect("exits within 30 s")
-        .expect("wait");
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!status.success());
     let log = operator.log();
     assert!(log.contains("CRD is not installed"), "{log}");
@@ -225,9 +145,8 @@ async fn a_missing_crd_stops_the_operator_with_an_install_hint() {
 async fn the_binary_reconciles_serves_health_and_stops_cleanly_on_sigterm() {
     let cluster = Cluster::start("single").await;
     cluster.add_transport("demo");
-    let mut operator = Operator::spawn(&cluster, "single", &[]);
-    operator.wait_ready().await;
-    assert_eq!(operator.get("/healthz").await.map(|r| r.0), Some(200));
+    let operator = start(&cluster, "single", &[]).await;
+    assert_eq!(operator.get("/healthz").await.map(|r| r.0), Ok(200));
 
     let fake = cluster.fake.clone();
     wait_for("the transport's children and status", 30, async || {
@@ -243,8 +162,7 @@ async fn the_binary_reconciles_serves_health_and_stops_cleanly_on_sigterm() {
     })
     .await;
 
-    let (code, metrics) = operator.get("/metrics").await.expect("metrics");
-    assert_eq!(code, 200);
+    let metrics = operator.metrics().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         metrics.contains("matrixrtc_operator_reconciles_total"),
         "{metrics}"
@@ -254,16 +172,14 @@ async fn the_binary_reconciles_serves_health_and_stops_cleanly_on_sigterm() {
         "no election: always leading\n{metrics}"
     );
 
-    let status = operator.terminate().await;
-    assert!(status.success(), "exit status {status}");
+    stop(operator).await;
 }
 
 #[tokio::test]
 async fn with_leader_election_one_replica_reconciles_and_the_other_takes_over() {
     let cluster = Cluster::start("election").await;
     cluster.add_transport("demo");
-    let mut first = Operator::spawn(&cluster, "replica-a", &["--leader-election"]);
-    first.wait_ready().await;
+    let first = start(&cluster, "replica-a", &["--leader-election"]).await;
     let fake = cluster.fake.clone();
     let holder = || {
         fake.get::<Lease>(OPERATOR_NS, "matrixrtc-operator")
@@ -281,22 +197,20 @@ async fn with_leader_election_one_replica_reconciles_and_the_other_takes_over() 
 
     // The standby starts once the lease is held: the fake does not model server-side apply conflicts, which
     // is what keeps two simultaneous first claims apart on a real API server.
-    let mut second = Operator::spawn(&cluster, "replica-b", &["--leader-election"]);
-    second.wait_ready().await;
-    assert!(first.leading().await);
+    let second = start(&cluster, "replica-b", &["--leader-election"]).await;
+    assert!(leading(&first).await);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!second.leading().await, "the standby must not lead");
+    assert!(!leading(&second).await, "the standby must not lead");
     assert!(holder().starts_with("replica-a-"));
 
     // Only the leader acts: a deleted child is recreated once, by it.
-    let status = first.terminate().await;
-    assert!(status.success(), "leader exit status {status}");
+    stop(first).await;
     wait_for("replica-b to take over", 40, async || {
         holder().starts_with("replica-b-")
     })
     .await;
     wait_for("replica-b to report leading", 10, async || {
-        second.leading().await
+        leading(&second).await
     })
     .await;
     let config = names::livekit("demo");
@@ -306,8 +220,7 @@ async fn with_leader_election_one_replica_reconciles_and_the_other_takes_over() 
     })
     .await;
 
-    let status = second.terminate().await;
-    assert!(status.success(), "exit status {status}");
+    stop(second).await;
     assert!(
         holder().is_empty(),
         "the lease is released on shutdown, holder {:?}",
@@ -336,9 +249,8 @@ fn resident_mib(pid: u32) -> (f64, f64) {
 async fn bench_100_transports_operator_process() {
     const COUNT: usize = 100;
     let cluster = Cluster::start("bench").await;
-    let mut operator = Operator::spawn(&cluster, "bench", &["--log-level=warn"]);
-    operator.wait_ready().await;
-    let pid = operator.child.id().expect("running");
+    let operator = start(&cluster, "bench", &["--log-level=warn"]).await;
+    let pid = operator.pid().expect("running");
     let (idle_rss, _) = resident_mib(pid);
 
     let started = Instant::now();
@@ -371,5 +283,5 @@ async fn bench_100_transports_operator_process() {
          settled {settled_rss:.1} (peak {settled_hwm:.1})"
     );
     assert_eq!(idle_writes, 0);
-    assert!(operator.terminate().await.success());
+    stop(operator).await;
 }

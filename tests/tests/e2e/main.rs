@@ -52,7 +52,6 @@ use matrixrtc_operator::validate;
 use serde_json::{Value, json};
 
 use cluster::{Failure, TEST_MANAGER, TestNamespace, eventually};
-use operator::OperatorProcess;
 
 /// Upper bound of the examples test.
 const TOTAL: Duration = Duration::from_secs(10 * 60);
@@ -149,10 +148,12 @@ async fn every_example(
     namespaces: Vec<String>,
     files: Vec<std::path::PathBuf>,
 ) -> Result<(), Failure> {
-    let mut process = OperatorProcess::start(&namespaces).await?;
-    let (code, metrics) = operator::http_get(process.metrics, "/metrics").await?;
-    if code != 200 || !metrics.contains("matrixrtc_operator_reconciles_total") {
-        return Err(format!("/metrics answered {code}: {metrics:.200}"));
+    let mut process = operator::start(&namespaces).await?;
+    let metrics = process.metrics().await?;
+    if !metrics.contains("matrixrtc_operator_reconciles_total") {
+        return Err(format!(
+            "/metrics lacks the reconcile counter: {metrics:.200}"
+        ));
     }
 
     // Lanes: examples that ask for a common NodePort go into one lane and run in turn; lanes run at once.

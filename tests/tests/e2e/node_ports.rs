@@ -14,7 +14,7 @@ use matrixrtc_operator::build::names;
 use crate::cluster::{
     Failure, apply_transport, current_condition, eventually, transport, warnings_about,
 };
-use crate::operator::OperatorProcess;
+use crate::operator;
 use crate::{ACT, on_cluster, ports, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,7 @@ async fn clash(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
     let [first, second] = namespaces.as_slice() else {
         return Err("two namespaces expected".into());
     };
-    let mut operator = OperatorProcess::start(&namespaces).await?;
+    let mut operator = operator::start(&namespaces).await?;
     let (tcp, udp) = ports::NODE_PORT_CLASH;
     let winner: Api<MatrixRTCTransport> = Api::namespaced(client.clone(), first);
     let loser: Api<MatrixRTCTransport> = Api::namespaced(client.clone(), second);

@@ -13,7 +13,7 @@ use matrixrtc_operator::build::names;
 use serde_json::json;
 
 use crate::cluster::{Failure, apply_transport, eventually, labelled_children, transport};
-use crate::operator::OperatorProcess;
+use crate::operator;
 use crate::{ACT, on_cluster, ports, wait_for_status};
 
 /// The field manager `kubectl edit` uses.
@@ -28,7 +28,7 @@ async fn an_edit_by_another_manager_is_reverted_only_where_the_operator_owns_the
 
 async fn edits(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
     let namespace = &namespaces[0];
-    let mut operator = OperatorProcess::start(&namespaces).await?;
+    let mut operator = operator::start(&namespaces).await?;
     apply_transport(&client, &transport("rtc", namespace, ports::OWNERSHIP)?).await?;
     let transports: Api<MatrixRTCTransport> = Api::namespaced(client.clone(), namespace);
     wait_for_status(&transports, "rtc").await?;
@@ -137,7 +137,7 @@ async fn deleting_a_transport_lets_the_garbage_collector_remove_every_child() {
 
 async fn collect(client: Client, namespaces: Vec<String>) -> Result<(), Failure> {
     let namespace = &namespaces[0];
-    let mut operator = OperatorProcess::start(&namespaces).await?;
+    let mut operator = operator::start(&namespaces).await?;
     apply_transport(
         &client,
         &transport("rtc", namespace, ports::GARBAGE_COLLECTION)?,
