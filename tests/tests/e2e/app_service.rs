@@ -20,7 +20,7 @@ use crate::cluster::{
     Failure, TEST_MANAGER, apply_transport, current_condition, eventually, transport,
     warnings_about,
 };
-use crate::operator::OperatorProcess;
+use crate::operator;
 use crate::{ACT, on_cluster, ports, wait_for_status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +76,7 @@ async fn app_service(client: Client, namespaces: Vec<String>) -> Result<(), Fail
         .await
         .map_err(|e| e.to_string())?;
 
-    let operator = OperatorProcess::start(&namespaces).await?;
+    let operator = operator::start(&namespaces).await?;
     apply_transport(
         &client,
         &with_app_service(
@@ -228,7 +228,7 @@ async fn app_service(client: Client, namespaces: Vec<String>) -> Result<(), Fail
         return Err("the tokens changed on a reconcile".into());
     }
     operator.terminate().await?;
-    let mut operator = OperatorProcess::start(&namespaces).await?;
+    let mut operator = operator::start(&namespaces).await?;
     wait_for_status(&transports, "rtc").await?;
     // A resync after the restart (the start reconciles every transport) has had its chance.
     tokio::time::sleep(Duration::from_secs(2)).await;
