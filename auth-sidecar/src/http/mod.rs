@@ -117,6 +117,8 @@ pub struct AppState {
     pub client_api: Arc<ClientApi>,
     /// Verifies `/sfu_webhook` calls.
     pub webhooks: WebhookVerifier,
+    /// The membership monitor (AS mode with a non-zero interval only).
+    pub membership: Option<crate::membership::Monitor>,
 }
 
 /// The service's routes.

@@ -171,8 +171,7 @@ impl ScopeWatches {
     /// Polls the watches without a controller, until dropped (tests that call `reconcile` directly).
     #[cfg(test)]
     pub async fn drive(self) {
-        let mut all: Vec<BoxStream<'static, ()>> =
-            vec![self.secrets.map(|_| ()).boxed()];
+        let mut all: Vec<BoxStream<'static, ()>> = vec![self.secrets.map(|_| ()).boxed()];
         all.extend(self.bodies.into_iter().map(|(_, s)| s.map(|_| ()).boxed()));
         futures::stream::select_all(all)
             .for_each(|()| futures::future::ready(()))
