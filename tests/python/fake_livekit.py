@@ -1,7 +1,8 @@
-"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom`.
+"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom` and
+`RemoveParticipant` (the membership monitor's kick).
 
-The service never opens LiveKit's WebSocket; it only creates rooms over Twirp, so this records those calls
-(protobuf or Twirp JSON) and answers with a room.
+The service never opens LiveKit's WebSocket; it only calls Twirp, so this records those calls (protobuf or
+Twirp JSON) and answers with a room, or with an empty response for a removal.
 """
 
 import json
@@ -14,6 +15,7 @@ from google.protobuf import json_format
 from livekit.protocol import models, room
 
 CREATE_ROOM_PATH = "/twirp/livekit.RoomService/CreateRoom"
+REMOVE_PARTICIPANT_PATH = "/twirp/livekit.RoomService/RemoveParticipant"
 # The API key and secret the service under test signs with.
 LIVEKIT_KEY = "pytest-api-key"
 LIVEKIT_SECRET = "pytest-api-secret-5b1c0d7e9f2a4b6c8d0e1f3a"
@@ -34,6 +36,8 @@ class FakeLiveKit:
     def __init__(self) -> None:
         self.calls: list[CreateRoomCall] = []
         self.other_paths: list[str] = []
+        # (room, identity) of every RemoveParticipant.
+        self.removed: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -43,6 +47,9 @@ class FakeLiveKit:
 
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.endswith(REMOVE_PARTICIPANT_PATH):
+                    self._remove(body)
+                    return
                 if not self.path.endswith(CREATE_ROOM_PATH):
                     with fake._lock:
                         fake.other_paths.append(self.path)
@@ -79,6 +86,21 @@ class FakeLiveKit:
                     fake.other_paths.append(self.path)
                 self._send(404, "application/json", json.dumps({"code": "bad_route"}).encode())
 
+            def _remove(self, body: bytes) -> None:
+                is_json = self.headers.get("Content-Type", "").startswith("application/json")
+                request = room.RoomParticipantIdentity()
+                if is_json:
+                    json_format.Parse(body.decode("utf-8"), request)
+                else:
+                    request.ParseFromString(body)
+                with fake._lock:
+                    fake.removed.append((request.room, request.identity))
+                answer = room.RemoveParticipantResponse()
+                if is_json:
+                    self._send(200, "application/json", json_format.MessageToJson(answer).encode())
+                else:
+                    self._send(200, "application/protobuf", answer.SerializeToString())
+
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -98,6 +120,10 @@ class FakeLiveKit:
     def snapshot(self) -> list[CreateRoomCall]:
         with self._lock:
             return list(self.calls)
+
+    def removals(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.removed)
 
     def close(self) -> None:
         self._server.shutdown()
