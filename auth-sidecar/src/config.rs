@@ -349,8 +349,10 @@ impl Config {
             .get(env::LIVEKIT_REPLICA_ID)
             .map(|raw| parse_replica_id(&raw))
             .transpose()?;
+        let membership =
+            crate::membership::config::MembershipConfig::from_lookup(|name| env.get(name))?;
         let (appservice, warnings) =
-            crate::appservice::config::parse(|name| env.get(name), &full_access)?;
+            crate::appservice::config::parse(|name| env.get(name), &full_access, &membership)?;
         notices.extend(warnings.into_iter().map(Notice::Warn));
 
         Ok(Self {
@@ -372,9 +374,7 @@ impl Config {
             notices,
             replica_id,
             appservice,
-            membership: crate::membership::config::MembershipConfig::from_lookup(|name| {
-                env.get(name)
-            })?,
+            membership,
         })
     }
 }

@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::appservice::config::Registration;
 use crate::config::{BindAddress, Config, Notice};
 use crate::delegation::{self, Delegation, StartError};
 use crate::http::limits::RateLimits;
@@ -32,6 +33,8 @@ use crate::matrix::client_api::{ClientApi, Reach};
 use crate::matrix::full_access::FullAccess;
 use crate::matrix::guard::Guard;
 use crate::matrix::openid::OpenIdVerifier;
+use crate::membership::homeserver::{AsHomeserver, AsHomeserverError, CsApi};
+use crate::membership::{self, Monitor};
 use crate::outbound::{Outbound, OutboundError};
 use crate::telemetry::Metrics;
 
@@ -74,6 +77,10 @@ pub enum ServerError {
     Signals(io::Error),
     #[error("{0}")]
     AppService(#[from] crate::appservice::SetupError),
+    #[error("membership monitor: {0}")]
+    MonitorHomeserver(#[from] AsHomeserverError),
+    #[error("membership monitor: {0}")]
+    MonitorStore(#[from] crate::delegation::store::StoreError),
 }
 
 /// Runs the service until a shutdown signal.
@@ -86,6 +93,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let appservice = crate::appservice::Setup::new(&config);
     let (state, listener) = prepare(config).await?;
+    let appservice = match &state.membership {
+        Some(monitor) => appservice.with_tracker(Arc::new(monitor.clone())),
+        None => appservice,
+    };
     let app = appservice.mount(router(Arc::clone(&state)), &state)?;
     let shutdown = shutdown_signal()?;
     let limits_state = Arc::clone(&state);
@@ -99,6 +110,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let delegation = state.delegation.clone();
     serve(listener, app, shutdown, Timeouts::default()).await;
     pruning.abort();
+    if let Some(monitor) = &state.membership {
+        monitor.shutdown();
+    }
     // After the last request: jobs stop without homeserver calls and stay stored for the next instance.
     delegation.shutdown().await;
     Ok(())
@@ -144,6 +158,28 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         Arc::clone(&metrics),
     )
     .await?;
+    let membership = match &config.appservice.registration {
+        Some(registration) if config.membership.enabled() => Some(
+            start_monitor(
+                registration,
+                membership::Settings {
+                    interval: config.membership.interval,
+                    concurrency: config.membership.concurrency,
+                    redis_url: config.redis_url.as_ref().map(|url| url.0.clone()),
+                    replica_id: config.replica_id.clone(),
+                    retry: Default::default(),
+                },
+                &outbound,
+                &client_api,
+                api_url,
+                &keys,
+                &metrics,
+            )
+            .await?,
+        ),
+        // Off outside AS mode and with a zero interval.
+        _ => None,
+    };
     let webhooks = WebhookVerifier::new(Arc::clone(&keys));
     let listener = bind(&config.bind).await?;
 
@@ -175,8 +211,36 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         webhooks,
         delegation,
         client_api,
+        membership,
     });
     Ok((state, listener))
+}
+
+/// The membership monitor (as-mode spec §8), asking our homeserver as the application service.
+async fn start_monitor(
+    registration: &Registration,
+    settings: membership::Settings,
+    outbound: &Outbound,
+    client_api: &Arc<ClientApi>,
+    api_url: &str,
+    keys: &Arc<crate::livekit::keys::KeySet>,
+    metrics: &Arc<Metrics>,
+) -> Result<Monitor, ServerError> {
+    let homeserver = AsHomeserver::new(
+        outbound.client_builder(),
+        CsApi::Discovered(Arc::clone(client_api)),
+        &registration.server_name,
+        registration.as_token.expose(),
+    )?;
+    // Its own LiveKit client, so that sweeps do not queue behind token requests' calls.
+    let sfu = RoomService::new(api_url, Arc::clone(keys), outbound.http().clone())?;
+    Ok(Monitor::start(
+        settings,
+        Arc::new(homeserver),
+        Arc::new(sfu),
+        Arc::clone(metrics),
+    )
+    .await?)
 }
 
 fn describe(full_access: &FullAccess) -> String {

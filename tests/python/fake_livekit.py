@@ -1,7 +1,9 @@
-"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom`.
+"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom` and
+`RemoveParticipant` (the membership monitor's kick).
 
 LiveKit is faked at that API because no LiveKit server binary is available to these tests. The service never
-opens LiveKit's WebSocket; it only creates rooms over Twirp, so this records those calls and answers with a room.
+opens LiveKit's WebSocket; it only calls Twirp, so this records those calls and answers with a room, or with an empty
+response for a removal.
 Requests are decoded with LiveKit's published protocol types (the `livekit-protocol` package). Like the
 official server SDKs, the service speaks protobuf (`Content-Type: application/protobuf`); a real LiveKit would
 also take Twirp JSON, but this fake rejects it so that a client falling back to JSON fails the tests. Errors are
@@ -18,6 +20,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models, room
 
 CREATE_ROOM_PATH = "/twirp/livekit.RoomService/CreateRoom"
+REMOVE_PARTICIPANT_PATH = "/twirp/livekit.RoomService/RemoveParticipant"
 PROTOBUF = "application/protobuf"
 # The API key and secret the service under test signs with.
 LIVEKIT_KEY = "pytest-api-key"
@@ -39,6 +42,8 @@ class FakeLiveKit:
     def __init__(self) -> None:
         self.calls: list[CreateRoomCall] = []
         self.other_paths: list[str] = []
+        # (room, identity) of every RemoveParticipant.
+        self.removed: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -48,6 +53,9 @@ class FakeLiveKit:
 
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.endswith(REMOVE_PARTICIPANT_PATH):
+                    self._remove(body)
+                    return
                 if not self.path.endswith(CREATE_ROOM_PATH):
                     with fake._lock:
                         fake.other_paths.append(self.path)
@@ -87,6 +95,21 @@ class FakeLiveKit:
             def _twirp_error(self, status: int, code: str, msg: str) -> None:
                 self._send(status, "application/json", json.dumps({"code": code, "msg": msg}).encode())
 
+            def _remove(self, body: bytes) -> None:
+                content_type = self.headers.get("Content-Type", "")
+                if content_type != PROTOBUF:
+                    self._twirp_error(400, "malformed", f"this fake takes {PROTOBUF}, not {content_type!r}")
+                    return
+                request = room.RoomParticipantIdentity()
+                try:
+                    request.ParseFromString(body)
+                except DecodeError as error:
+                    self._twirp_error(400, "malformed", f"not a RoomParticipantIdentity: {error}")
+                    return
+                with fake._lock:
+                    fake.removed.append((request.room, request.identity))
+                self._send(200, PROTOBUF, room.RemoveParticipantResponse().SerializeToString())
+
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -106,6 +129,10 @@ class FakeLiveKit:
     def snapshot(self) -> list[CreateRoomCall]:
         with self._lock:
             return list(self.calls)
+
+    def removals(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.removed)
 
     def close(self) -> None:
         self._server.shutdown()

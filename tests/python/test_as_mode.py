@@ -3,12 +3,17 @@ registration: Synapse authenticates the user and forwards `rtc/livekit/*` to the
 the service asks Synapse `/is_joined` with the AS token. Tokens are checked with livekit-api's own verifier,
 room creation is observed at the fake LiveKit Twirp API."""
 
+import base64
+import hashlib
+import json
 import os
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+import jwt
 import pytest
 from livekit.api import TokenVerifier
 
@@ -401,3 +406,50 @@ def test_without_the_is_joined_scope_membership_is_unknown(tmp_path_factory, tmp
         if instance is not None:
             instance.close()
         hs_no_scope.close()
+
+
+def signed_webhook(service: PortedAuthService, event: dict) -> None:
+    """Posts `event` to `/sfu_webhook` signed as our LiveKit signs (HS256; `sha256` of the exact body)."""
+    body = json.dumps(event).encode()  # the bytes `request` sends
+    now = int(time.time())
+    claims = {
+        "iss": LIVEKIT_KEY,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
+        "video": {},
+    }
+    token = jwt.encode(claims, LIVEKIT_SECRET, algorithm="HS256")
+    response = service.post("/sfu_webhook", event, {"Authorization": token})
+    assert response.status == 200, response.body
+
+
+def test_monitor_removes_a_participant_who_left_the_matrix_room(hs, alice, bob, livekit, service) -> None:
+    instance = service(LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS="1")
+    room_id = public_room(hs, alice)
+    membership(hs, bob, room_id, "join")
+    body = token_body(livekit, room_id)
+    response = get_token(hs, bob, body)
+    assert response.status == 200, response.body
+    livekit_room = room_alias(room_id, SLOT_ID)
+    bob_identity = h(bob.user_id, body["member_id"])
+    signed_webhook(
+        instance,
+        {
+            "event": "participant_joined",
+            "room": {"sid": "RM_fake", "name": livekit_room},
+            "participant": {"sid": "PA_bob", "identity": bob_identity},
+            "id": "EV_joined",
+            "createdAt": str(int(time.time())),
+        },
+    )
+
+    # Still a member: sweeps remove nobody.
+    time.sleep(2.5)
+    assert livekit.removals() == []
+
+    membership(hs, bob, room_id, "leave")
+    deadline = time.monotonic() + 10  # interval 1 s: the first sweep after the leave kicks
+    while time.monotonic() < deadline and not livekit.removals():
+        time.sleep(0.2)
+    assert livekit.removals() == [(livekit_room, bob_identity)]

@@ -1,23 +1,18 @@
 //! The application-service variables (as-mode spec §2): lk-jwt-service's names, defaults and startup
-//! errors, plus our `LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY` and the checks of `LIVEKIT_REQUIRE_MEMBERSHIP`.
+//! errors, plus the checks of `LIVEKIT_REQUIRE_MEMBERSHIP`. The monitor's own variables are parsed in
+//! [`crate::membership::config`]; only the warning about them outside AS mode is given here.
 //!
 //! AS mode is on when the AS token, the HS token and the server name are all non-empty; a partial set is
 //! a startup error, so a typo cannot silently leave a deployment in standalone mode. The homeserver is
 //! never contacted here: an unreachable one must not stop the service from starting.
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::config::{FullAccess, go_quote};
 use crate::contract::env;
 use crate::matrix::server_name::ServerName;
-
-/// Default of `LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS`.
-pub const DEFAULT_MEMBERSHIP_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// Default of `LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY`.
-pub const DEFAULT_MEMBERSHIP_CHECK_CONCURRENCY: usize = 8;
+use crate::membership::config::MembershipConfig;
 
 /// Why the AS variables stop the service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +34,6 @@ pub enum AsConfigError {
     RegistrationType(&'static str),
     #[error("LIVEKIT_HS_SERVER_NAME must be a Matrix server name (host or host:port), got {}", go_quote(.0))]
     ServerName(String),
-    #[error("LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS must be a non-negative integer, got {}", go_quote(.0))]
-    Interval(String),
-    #[error("LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY must be a positive integer, got {}", go_quote(.0))]
-    Concurrency(String),
     #[error(
         "LIVEKIT_REQUIRE_MEMBERSHIP=true needs AS mode: set LIVEKIT_AS_TOKEN and LIVEKIT_HS_TOKEN (or LIVEKIT_AS_REGISTRATION_FILE) and LIVEKIT_HS_SERVER_NAME"
     )]
@@ -86,9 +77,6 @@ pub struct Registration {
 pub struct AppServiceConfig {
     /// `None`: standalone only.
     pub registration: Option<Registration>,
-    /// Zero disables the membership monitor.
-    pub membership_check_interval: Duration,
-    pub membership_check_concurrency: NonZeroUsize,
     /// `LIVEKIT_CAN_UPDATE_OWN_METADATA=true`.
     pub can_update_own_metadata: bool,
     /// `LIVEKIT_REMOTE_CAN_PUBLISH_HOMESERVERS`: origins whose users may publish on S-S tokens.
@@ -101,10 +89,12 @@ pub struct AppServiceConfig {
 pub type Warning = String;
 
 /// Reads the AS variables through `lookup` (empty counts as unset, as everywhere else). `full_access`
-/// is the parsed `LIVEKIT_FULL_ACCESS_HOMESERVERS`, only for a warning.
+/// is the parsed `LIVEKIT_FULL_ACCESS_HOMESERVERS` and `membership` the monitor's settings, both only for
+/// warnings.
 pub fn parse(
     lookup: impl Fn(&str) -> Option<String>,
     full_access: &FullAccess,
+    membership: &MembershipConfig,
 ) -> Result<(AppServiceConfig, Vec<Warning>), AsConfigError> {
     let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
     let mut warnings = Vec::new();
@@ -140,29 +130,12 @@ pub fn parse(
         _ => return Err(AsConfigError::PartialSet),
     };
 
-    let interval_raw = get(env::LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS);
-    let membership_check_interval = match &interval_raw {
-        None => DEFAULT_MEMBERSHIP_CHECK_INTERVAL,
-        // Go's Atoi, as LIVEKIT_SANITY_CHECK_INTERVAL_SECONDS.
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(secs) if secs >= 0 => Duration::from_secs(secs.unsigned_abs()),
-            _ => return Err(AsConfigError::Interval(raw.clone())),
-        },
-    };
-    let membership_check_concurrency = match get(env::LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY) {
-        None => {
-            NonZeroUsize::new(DEFAULT_MEMBERSHIP_CHECK_CONCURRENCY).unwrap_or(NonZeroUsize::MIN)
-        }
-        Some(raw) => raw
-            .trim()
-            .parse::<NonZeroUsize>()
-            .map_err(|_| AsConfigError::Concurrency(raw.clone()))?,
-    };
+    let interval_set = get(env::LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS).is_some();
     let require_membership = get(env::LIVEKIT_REQUIRE_MEMBERSHIP).as_deref() == Some("true");
 
     match &registration {
         None if require_membership => return Err(AsConfigError::RequireMembershipWithoutAs),
-        None if interval_raw.is_some() && !membership_check_interval.is_zero() => {
+        None if interval_set && membership.enabled() => {
             warnings.push(
                 "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS is set but AS mode is off: no membership monitor runs"
                     .to_owned(),
@@ -183,8 +156,6 @@ pub fn parse(
     Ok((
         AppServiceConfig {
             registration,
-            membership_check_interval,
-            membership_check_concurrency,
             can_update_own_metadata: get(env::LIVEKIT_CAN_UPDATE_OWN_METADATA).as_deref()
                 == Some("true"),
             remote_can_publish: FullAccess::parse(
@@ -228,9 +199,12 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        let lookup = |name: &str| vars.get(name).cloned();
+        let membership = MembershipConfig::from_lookup(lookup).unwrap();
         parse(
-            |name| vars.get(name).cloned(),
+            lookup,
             &FullAccess::Only(vec!["example.com".into()]),
+            &membership,
         )
     }
 
@@ -274,8 +248,6 @@ mod tests {
     fn off_by_default_with_the_defaults() {
         let (config, warnings) = parse_env(&[]).unwrap();
         assert_eq!(config.registration, None);
-        assert_eq!(config.membership_check_interval, Duration::from_secs(30));
-        assert_eq!(config.membership_check_concurrency.get(), 8);
         assert!(!config.can_update_own_metadata);
         assert_eq!(config.remote_can_publish, FullAccess::Only(vec![]));
         assert!(!config.require_membership);
@@ -380,49 +352,6 @@ mod tests {
     }
 
     #[test]
-    fn interval_and_concurrency() {
-        let with = |var, value| {
-            let mut vars = FULL.to_vec();
-            vars.push((var, value));
-            parse_env(&vars)
-        };
-        let interval = |value| with(env::LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS, value);
-        assert_eq!(
-            interval("0").unwrap().0.membership_check_interval,
-            Duration::ZERO
-        );
-        assert_eq!(
-            interval("+5").unwrap().0.membership_check_interval,
-            Duration::from_secs(5)
-        );
-        for bad in ["-1", "1.5", "x", " 5"] {
-            assert_eq!(
-                interval(bad).unwrap_err().to_string(),
-                format!(
-                    "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS must be a non-negative integer, got \"{bad}\""
-                )
-            );
-        }
-        let concurrency = |value| with(env::LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY, value);
-        assert_eq!(
-            concurrency("3")
-                .unwrap()
-                .0
-                .membership_check_concurrency
-                .get(),
-            3
-        );
-        for bad in ["0", "-2", "many"] {
-            assert_eq!(
-                concurrency(bad).unwrap_err().to_string(),
-                format!(
-                    "LIVEKIT_MEMBERSHIP_CHECK_CONCURRENCY must be a positive integer, got \"{bad}\""
-                )
-            );
-        }
-    }
-
-    #[test]
     fn an_interval_without_as_mode_only_warns() {
         let (config, warnings) =
             parse_env(&[(env::LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS, "10")]).unwrap();
@@ -454,7 +383,12 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let (_, warnings) = parse(|name| vars.get(name).cloned(), &FullAccess::Everyone).unwrap();
+        let (_, warnings) = parse(
+            |name| vars.get(name).cloned(),
+            &FullAccess::Everyone,
+            &MembershipConfig::default(),
+        )
+        .unwrap();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
     }
 

@@ -127,7 +127,6 @@ impl Setup {
         };
         tracing::info!(
             server_name = %registration.server_name,
-            membership_check_interval_seconds = self.config.membership_check_interval.as_secs(),
             require_membership = self.config.require_membership,
             "AS mode on"
         );

@@ -86,4 +86,6 @@ pub struct AppState {
     pub client_api: Arc<ClientApi>,
     /// Verifies `/sfu_webhook` calls.
     pub webhooks: WebhookVerifier,
+    /// The membership monitor (AS mode with a non-zero interval only).
+    pub membership: Option<crate::membership::Monitor>,
 }

@@ -148,6 +148,7 @@ impl Harness {
             token_response: TokenResponse::new(&livekit_url),
             delegation,
             client_api,
+            membership: None,
         });
         Self {
             state,

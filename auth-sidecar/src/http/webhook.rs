@@ -60,6 +60,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
 async fn process(state: &AppState, authorization: Option<&str>, body: &[u8]) -> WebhookOutcome {
     match state.webhooks.verify(authorization, body) {
         Ok(Some(notification)) => {
+            if let Some(monitor) = &state.membership {
+                monitor.participant_changed(&notification).await;
+            }
             let signal = match notification.change {
                 ParticipantChange::Joined => Signal::ParticipantConnected,
                 ParticipantChange::LeftIntentionally => {
@@ -75,7 +78,15 @@ async fn process(state: &AppState, authorization: Option<&str>, body: &[u8]) -> 
             state.delegation.notify(&key, signal).await;
             WebhookOutcome::Delivered
         }
-        Ok(None) => WebhookOutcome::Ignored,
+        Ok(None) => {
+            // The verifier reports participant events only; a finished room matters to the monitor.
+            if let Some(monitor) = &state.membership
+                && let Some(room) = crate::membership::monitor::finished_room(body)
+            {
+                monitor.room_finished(&room).await;
+            }
+            WebhookOutcome::Ignored
+        }
         Err(error @ WebhookError::Malformed(_)) => {
             tracing::warn!(%error, "ignoring a signed webhook");
             WebhookOutcome::Malformed

@@ -737,6 +737,22 @@ struct RoomCounts {
     forgotten: usize,
 }
 
+/// The AS-mode token flows report the tokens they issue here (spec §8.1).
+impl crate::appservice::RoomTracker for Monitor {
+    fn track<'a>(
+        &'a self,
+        token: crate::appservice::TrackedToken<'a>,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(Monitor::track(
+            self,
+            token.matrix_room_id,
+            token.matrix_user_id,
+            token.livekit_room,
+            token.livekit_identity,
+        ))
+    }
+}
+
 /// The room named by a verified webhook body if it is a `room_finished` event ([`crate::livekit::webhook`]
 /// reports only participant events; call this with the body it verified and found of another kind).
 pub fn finished_room(verified_body: &[u8]) -> Option<String> {
