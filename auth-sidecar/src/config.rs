@@ -80,13 +80,13 @@ pub enum ConfigError {
 
     // Application-service mode (as-mode spec §2).
     #[error("{0}")]
-    AppService(#[from] crate::appservice::config::AsConfigError),
+    AppService(#[from] crate::config::appservice::AsConfigError),
 
     // Replica identity (delegation across replicas).
     #[error("LIVEKIT_REPLICA_ID must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' and '-', got {}", go_quote(.value), max = REPLICA_ID_MAX_LEN)]
     ReplicaId { value: String },
     #[error(transparent)]
-    Membership(#[from] crate::membership::config::MembershipConfigError),
+    Membership(#[from] crate::config::membership::MembershipConfigError),
 }
 
 /// Where the service listens: `:port` means every interface.
@@ -218,9 +218,9 @@ pub struct Config {
     pub replica_id: Option<String>,
 
     /// Application-service mode (see [`crate::appservice`]).
-    pub appservice: crate::appservice::config::AppServiceConfig,
+    pub appservice: crate::config::appservice::AppServiceConfig,
     /// The membership monitor's settings (see [`crate::membership`]).
-    pub membership: crate::membership::config::MembershipConfig,
+    pub membership: crate::config::membership::MembershipConfig,
 }
 
 /// The environment as a lookup function; an empty value counts as unset.
@@ -350,9 +350,9 @@ impl Config {
             .map(|raw| parse_replica_id(&raw))
             .transpose()?;
         let membership =
-            crate::membership::config::MembershipConfig::from_lookup(|name| env.get(name))?;
+            crate::config::membership::MembershipConfig::from_lookup(|name| env.get(name))?;
         let (appservice, warnings) =
-            crate::appservice::config::parse(|name| env.get(name), &full_access, &membership)?;
+            crate::config::appservice::parse(|name| env.get(name), &full_access, &membership)?;
         notices.extend(warnings.into_iter().map(Notice::Warn));
 
         Ok(Self {
@@ -603,6 +603,9 @@ pub fn go_quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+pub mod appservice;
+pub mod membership;
 
 #[cfg(test)]
 mod tests;

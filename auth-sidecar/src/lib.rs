@@ -15,9 +15,14 @@
 //!    RoomService; discovery, OpenID, the SSRF guard, the client-server API). Neither uses the other.
 //! 4. [`delegation`]: delegated leave jobs, driven through `matrix` (delayed events) and `livekit`
 //!    (participant lookups).
-//! 5. [`config`]: the environment, parsed into the settings types of the levels below.
-//! 6. [`http`]: the endpoints, over the shared state built from all of the above.
-//! 7. [`server`], [`healthcheck`]: wiring, serving and the container's health probe.
+//! 5. [`config`]: the environment, parsed into the settings types of the levels below (AS mode's and the
+//!    membership monitor's settings too: `config::appservice`, `config::membership`).
+//! 6. [`membership`]: the AS-mode membership monitor (sweeps through `matrix`, kicks through `livekit`,
+//!    tracking in the `delegation` store).
+//! 7. [`http`]: the endpoints, over the shared state built from all of the above.
+//! 8. [`appservice`]: AS mode's routes and flows, built on the endpoints' shared steps; it feeds the
+//!    monitor what it issues.
+//! 9. [`server`], [`healthcheck`]: wiring, serving and the container's health probe.
 
 pub mod contract;
 

@@ -22,7 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::appservice::config::Registration;
+use crate::config::appservice::Registration;
 use crate::config::{BindAddress, Config, Notice};
 use crate::delegation::{self, Delegation, StartError};
 use crate::http::limits::RateLimits;

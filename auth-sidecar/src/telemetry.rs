@@ -7,6 +7,8 @@
 //! [`Metrics`] owns a Prometheus registry served as text on `GET /metrics`. Counters whose label values are
 //! known up front are resolved once at construction so that the hot path only does an atomic increment.
 
+pub mod membership;
+
 use std::fmt;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -167,7 +169,7 @@ pub struct Metrics {
     delegation_jobs_ended: Family<StateLabel, Counter>,
     delayed_event_calls: Family<CallLabels, Counter>,
     webhooks: Family<OutcomeLabel, Counter>,
-    pub membership: crate::membership::metrics::MonitorMetrics,
+    pub membership: crate::telemetry::membership::MonitorMetrics,
 }
 
 impl fmt::Debug for Metrics {
@@ -275,7 +277,7 @@ impl Metrics {
             let _ = rate_limited.get_or_create(&LimitLabel { limit: kind.into() });
         }
 
-        let membership = crate::membership::metrics::MonitorMetrics::register(&mut registry);
+        let membership = crate::telemetry::membership::MonitorMetrics::register(&mut registry);
         Self {
             membership,
             delegation_jobs,

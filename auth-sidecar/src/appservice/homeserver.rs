@@ -16,7 +16,7 @@ use http::{HeaderValue, StatusCode};
 use serde_json::Value;
 use url::Url;
 
-use super::config::Secret;
+use crate::config::appservice::Secret;
 use crate::matrix::client_api::ClientApi;
 
 /// Per-call timeout of `/is_joined` and `/versions`.

@@ -15,7 +15,6 @@
 //! The membership monitor (§8) plugs in through [`RoomTracker`]: every token issued for a local user or
 //! over federation to us is reported to it.
 
-pub mod config;
 pub mod flows;
 pub mod homeserver;
 pub mod routes;
@@ -27,8 +26,8 @@ use std::sync::Arc;
 use axum::Router;
 use futures::future::BoxFuture;
 
-use self::config::AppServiceConfig;
 use self::homeserver::AsClient;
+use crate::config::appservice::AppServiceConfig;
 use crate::http::AppState;
 use crate::outbound::{Outbound, OutboundError, OutboundSettings};
 
@@ -143,5 +142,19 @@ impl Setup {
             tracker: self.tracker,
         };
         Ok(router.merge(routes::router(Arc::new(service))))
+    }
+}
+
+/// The membership monitor tracks what the AS-mode token flows issue (spec §8.1). The impl lives here, not
+/// in `membership`, so that the monitor does not depend on the AS flows (see the layering in lib.rs).
+impl RoomTracker for crate::membership::Monitor {
+    fn track<'a>(&'a self, token: TrackedToken<'a>) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(crate::membership::Monitor::track(
+            self,
+            token.matrix_room_id,
+            token.matrix_user_id,
+            token.livekit_room,
+            token.livekit_identity,
+        ))
     }
 }

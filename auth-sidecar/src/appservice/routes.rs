@@ -22,9 +22,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::RoomTracker;
-use super::config::Secret;
 use super::flows::{self, AsError, Context, Effects, Required, Settings, Success};
 use super::homeserver::Homeserver;
+use crate::config::appservice::Secret;
 use crate::delegation::JobKey;
 use crate::http::{AppState, cors, hand_over, limits};
 

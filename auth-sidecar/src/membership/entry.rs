@@ -295,4 +295,12 @@ mod tests {
         assert!(!entry().token_expired(at + time::Duration::minutes(59)));
         assert!(entry().token_expired(at + time::Duration::hours(1)));
     }
+
+    #[test]
+    fn the_tracked_gauge_labels_are_the_state_labels() {
+        assert_eq!(
+            crate::telemetry::membership::TRACKED_STATES,
+            [State::Pending, State::Connected, State::Revoked].map(State::label)
+        );
+    }
 }

@@ -14,11 +14,9 @@
 //! Rooms become tracked when a token is issued ([`Monitor::track`], spec §8.1): C-S local and S-S AS-mode
 //! tokens, standalone ones only with `LIVEKIT_REQUIRE_MEMBERSHIP=true`, relayed ones never.
 
-pub mod config;
 pub mod decide;
 pub mod entry;
 pub mod homeserver;
-pub mod metrics;
 pub mod monitor;
 pub mod sfu;
 pub mod store;

@@ -26,13 +26,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::decide::{self, MembersAnswer, PendingOutcome, Presence, RejoinOutcome};
 use super::entry::{Entry, Key, State};
 use super::homeserver::{Homeserver, Members};
-use super::metrics::{Kick, MonitorMetrics, Stage};
 use super::sfu::{RetryPolicy, Sfu, with_retries};
 use super::store::{Store, Stored};
 use crate::delegation::ownership::random_id;
 use crate::delegation::store::StoreError;
 use crate::livekit::webhook::{Notification, ParticipantChange};
 use crate::telemetry::Metrics;
+use crate::telemetry::membership::{Kick, MonitorMetrics, Stage};
 
 /// Shortest sweep lease (spec §8.3: max(15 s, interval)).
 const MIN_LEASE: Duration = Duration::from_secs(15);
@@ -735,22 +735,6 @@ struct RoomCounts {
     deleted_rooms: usize,
     connected: usize,
     forgotten: usize,
-}
-
-/// The AS-mode token flows report the tokens they issue here (spec §8.1).
-impl crate::appservice::RoomTracker for Monitor {
-    fn track<'a>(
-        &'a self,
-        token: crate::appservice::TrackedToken<'a>,
-    ) -> futures::future::BoxFuture<'a, ()> {
-        Box::pin(Monitor::track(
-            self,
-            token.matrix_room_id,
-            token.matrix_user_id,
-            token.livekit_room,
-            token.livekit_identity,
-        ))
-    }
 }
 
 /// The room named by a verified webhook body if it is a `room_finished` event ([`crate::livekit::webhook`]

@@ -11,12 +11,12 @@ use futures::future::BoxFuture;
 
 use super::entry::State;
 use super::homeserver::{Homeserver, HomeserverError, Members};
-use super::metrics::{Kick, Stage};
 use super::monitor::finished_room;
 use super::sfu::{RetryPolicy, Sfu, SfuError};
 use super::{Monitor, Settings};
 use crate::livekit::webhook::{Notification, ParticipantChange};
 use crate::telemetry::Metrics;
+use crate::telemetry::membership::{Kick, Stage};
 
 const ROOM: &str = "!room:hs";
 const LK: &str = "lk-alias";

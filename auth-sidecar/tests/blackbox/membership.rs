@@ -12,11 +12,11 @@ use futures::future::BoxFuture;
 use matrixrtc_auth::livekit::webhook::{Notification, ParticipantChange};
 use matrixrtc_auth::membership::entry::{PARTICIPANTS_KEY, State};
 use matrixrtc_auth::membership::homeserver::{Homeserver, HomeserverError, Members};
-use matrixrtc_auth::membership::metrics::Kick;
 use matrixrtc_auth::membership::sfu::{RetryPolicy, Sfu, SfuError};
 use matrixrtc_auth::membership::store::lease_key;
 use matrixrtc_auth::membership::{Monitor, Settings};
 use matrixrtc_auth::telemetry::Metrics;
+use matrixrtc_auth::telemetry::membership::Kick;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 

@@ -29,20 +29,12 @@ use super::{BuildError, names, object_meta, pod};
 use crate::api::AppServiceStatus;
 use crate::validate::{AppServicePlan, Validated};
 
-/// The service's AS-mode variables, spelt as lk-jwt-service spells them. Kept here until the service's
-/// contract (`matrixrtc_auth::contract::env`) carries them; then these become re-exports.
+/// The service's AS-mode variables the operator sets or reserves, from the service's own contract.
 pub mod env {
-    /// The access token the service presents to the homeserver.
-    pub const LIVEKIT_AS_TOKEN: &str = "LIVEKIT_AS_TOKEN";
-    /// The token the homeserver presents to the service.
-    pub const LIVEKIT_HS_TOKEN: &str = "LIVEKIT_HS_TOKEN";
-    /// A registration file whose `as_token` and `hs_token` win over the two variables above.
-    pub const LIVEKIT_AS_REGISTRATION_FILE: &str = "LIVEKIT_AS_REGISTRATION_FILE";
-    /// The server the service is registered with ("local" users and rooms).
-    pub const LIVEKIT_HS_SERVER_NAME: &str = "LIVEKIT_HS_SERVER_NAME";
-    /// Seconds between membership monitor sweeps; 0 disables.
-    pub const LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: &str =
-        "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS";
+    pub use matrixrtc_auth::contract::env::{
+        LIVEKIT_AS_REGISTRATION_FILE, LIVEKIT_AS_TOKEN, LIVEKIT_HS_SERVER_NAME, LIVEKIT_HS_TOKEN,
+        LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS,
+    };
 }
 
 /// Key of the as_token in `<name>-appservice`.

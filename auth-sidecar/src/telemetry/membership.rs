@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::entry::State;
-
 /// What the monitor did to LiveKit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kick {
@@ -93,6 +91,11 @@ struct StageLabel {
     stage: &'static str,
 }
 
+/// The `state` label values of `membership_tracked`, in the order [`MonitorMetrics::tracked`] takes the
+/// counts: the labels of the monitor's entry states (`membership::entry::State::label`; a test there keeps
+/// the two equal; they are listed here because telemetry sits below the monitor in the layering).
+pub const TRACKED_STATES: [&str; 3] = ["pending", "connected", "revoked"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
@@ -145,10 +148,8 @@ impl MonitorMetrics {
             "Participants the membership monitor tracks, by state, as of this replica's last sweep",
             tracked.clone(),
         );
-        for state in [State::Pending, State::Connected, State::Revoked] {
-            let _ = tracked.get_or_create(&StateLabel {
-                state: state.label(),
-            });
+        for state in TRACKED_STATES {
+            let _ = tracked.get_or_create(&StateLabel { state });
         }
         Self {
             kicks,
@@ -180,15 +181,12 @@ impl MonitorMetrics {
 
     /// Sets the tracked gauges from counts of pending, connected and revoked entries.
     pub fn tracked(&self, pending: usize, connected: usize, revoked: usize) {
-        for (state, count) in [
-            (State::Pending, pending),
-            (State::Connected, connected),
-            (State::Revoked, revoked),
-        ] {
+        for (state, count) in TRACKED_STATES
+            .into_iter()
+            .zip([pending, connected, revoked])
+        {
             self.tracked
-                .get_or_create(&StateLabel {
-                    state: state.label(),
-                })
+                .get_or_create(&StateLabel { state })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }

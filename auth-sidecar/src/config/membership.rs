@@ -8,7 +8,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::config::go_quote;
+use super::go_quote;
 
 /// Seconds between sweeps; `0` disables the monitor.
 pub const LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS: &str =

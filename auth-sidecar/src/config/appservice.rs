@@ -9,10 +9,10 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{FullAccess, go_quote};
+use super::membership::MembershipConfig;
+use super::{FullAccess, go_quote};
 use crate::contract::env;
 use crate::matrix::server_name::ServerName;
-use crate::membership::config::MembershipConfig;
 
 /// Why the AS variables stop the service from starting.
 #[derive(Debug, thiserror::Error)]
