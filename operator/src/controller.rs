@@ -13,8 +13,8 @@
 //! - A CR that does not deserialise (e.g. written against a newer CRD) is wrapped in kube's
 //!   [`DeserializeGuard`] so it cannot stop the watch; it gets a `Degraded` status and an Event.
 //!
-//! Watches (per watched namespace, or cluster-wide): the CRs; the six owned kinds filtered by the
-//! `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
+//! Watches (per watched namespace, or cluster-wide): the CRs; every owned kind ([`crate::kinds`]) filtered
+//! by the `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
 //! metadata mapped to the CRs whose pods reference them by name (credentials, Redis, TURN certificate), so a
 //! created, fixed or rotated user Secret is picked up at once and rolls the pods that read it. A successful
 //! reconcile is also requeued about every [`RESYNC`] as a safety net (reads only), each transport at its own
@@ -29,9 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -50,6 +48,7 @@ use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
 use crate::credentials::{self, ResolveError};
 use crate::defaults::OperatorDefaults;
 use crate::event_limit::EventLimiter;
+use crate::kinds::{self, api_in};
 use crate::port_conflicts::{self, Claimant, Clash, PortRange};
 use crate::shutdown::Stop;
 use crate::status::{self, Discovery, Outcome, Rollout};
@@ -692,18 +691,6 @@ fn referencing(
         .collect()
 }
 
-/// An API for `K` in one namespace, or in all of them.
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// The controller for one namespace (or all of them).
 fn controller_for(client: &Client, namespace: Option<&str>) -> Controller<Guarded> {
     let children = watcher::Config::default()
@@ -713,16 +700,8 @@ fn controller_for(client: &Client, namespace: Option<&str>) -> Controller<Guarde
         api_in::<Guarded>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(controller::Config::default().concurrency(CONCURRENCY))
-    .owns(
-        api_in::<ServiceAccount>(client, namespace),
-        children.clone(),
-    )
-    .owns(api_in::<Secret>(client, namespace), children.clone())
-    .owns(api_in::<ConfigMap>(client, namespace), children.clone())
-    .owns(api_in::<Service>(client, namespace), children.clone())
-    .owns(api_in::<Deployment>(client, namespace), children.clone())
-    .owns(api_in::<Ingress>(client, namespace), children);
+    .with_config(controller::Config::default().concurrency(CONCURRENCY));
+    let controller = kinds::watch_owned(controller, client, namespace, &children);
     let store = controller.store();
     controller.watches(
         api_in::<PartialObjectMeta<Secret>>(client, namespace),

@@ -11,6 +11,7 @@ pub mod crdgen;
 pub mod credentials;
 pub mod defaults;
 pub mod event_limit;
+pub mod kinds;
 pub mod leader;
 pub mod port_conflicts;
 pub mod render;

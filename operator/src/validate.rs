@@ -15,8 +15,6 @@ use std::fmt;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Volume, VolumeMount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Resource;
 use matrixrtc_auth::contract::{self, env};
 
 use crate::api::{
@@ -430,18 +428,6 @@ impl Validated {
     /// Non-fatal findings (e.g. user LiveKit config keys the operator overrides), for Warning Events.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
-    }
-
-    /// The owner reference every child carries (controller, blocking owner deletion).
-    pub fn owner_reference(&self) -> OwnerReference {
-        OwnerReference {
-            api_version: MatrixRTCTransport::api_version(&()).into_owned(),
-            kind: MatrixRTCTransport::kind(&()).into_owned(),
-            name: self.id.name.clone(),
-            uid: self.id.uid.clone(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
     }
 }
 

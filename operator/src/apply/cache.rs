@@ -6,8 +6,8 @@
 //! transports, and the total with its square (issue 12). The caches are fed by one watch per kind (per
 //! watched namespace) restricted to the `managed-by` label, started before the controllers.
 //!
-//! - ServiceAccounts, ConfigMaps, Services, Deployments and Ingresses are cached with their body (what the
-//!   "already applied?" comparison needs), without `managedFields` (the bulk of a live object, never read).
+//! - Every owned kind but Secrets ([`crate::kinds`]) is cached with its body (what the "already applied?"
+//!   comparison needs), without `managedFields` (the bulk of a live object, never read).
 //! - Secrets are cached as metadata only, so no Secret content sits in the operator's memory; the body of
 //!   an owned Secret is read with a GET by name when it is about to be compared.
 //! - A cache can be behind the API server for a moment after a write; the worst that does is one
@@ -25,7 +25,8 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{ApiFailure, ApplyError, ChildKind, Observed, Owner};
+use super::{ApiFailure, ApplyError, Observed, Owner};
+use crate::kinds::ChildKind;
 
 /// How long a reconcile waits for the caches' first list before giving up (and retrying with backoff).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,14 +45,13 @@ pub struct ChildCache {
     scopes: Vec<ScopeCache>,
 }
 
-/// The kinds cached with their body; Secrets are the one metadata-only kind.
-const BODY_KINDS: [ChildKind; 5] = [
-    ChildKind::ServiceAccount,
-    ChildKind::ConfigMap,
-    ChildKind::Service,
-    ChildKind::Deployment,
-    ChildKind::Ingress,
-];
+/// The kinds cached with their body: every owned kind but Secrets, the one metadata-only kind.
+fn body_kinds() -> impl Iterator<Item = ChildKind> {
+    ChildKind::ALL
+        .iter()
+        .copied()
+        .filter(|kind| *kind != ChildKind::Secret)
+}
 
 impl ChildCache {
     /// Caches for `namespaces` (`None`: all namespaces), watching objects that match `selector`, and the
@@ -66,7 +66,7 @@ impl ChildCache {
         let mut scopes = Vec::new();
         for namespace in namespaces {
             let mut bodies = Vec::new();
-            for kind in BODY_KINDS {
+            for kind in body_kinds() {
                 let resource = kind.api_resource();
                 let api: Api<DynamicObject> = match namespace {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

@@ -77,12 +77,14 @@ fn defaults_resolve_to_a_single_nodeport_transport() {
     );
     assert!(v.ingress().is_some());
     assert!(v.warnings().is_empty());
-    let owner = v.owner_reference();
     assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("MatrixRTCTransport", "demo")
+        v.id,
+        Identity {
+            name: "demo".into(),
+            namespace: v.namespace().to_owned(),
+            uid: "0b9f1c2e-0000-4000-8000-000000000001".into(),
+        }
     );
-    assert_eq!(owner.uid, "0b9f1c2e-0000-4000-8000-000000000001");
 }
 
 #[test]
