@@ -49,11 +49,12 @@ use crate::credentials::{self, ResolveError};
 use crate::defaults::OperatorDefaults;
 use crate::event_limit::EventLimiter;
 use crate::kinds::{self, api_in};
+use crate::plan::Validated;
 use crate::port_conflicts::{self, Claimant, Clash, PortRange};
 use crate::shutdown::Stop;
 use crate::status::{self, Discovery, Outcome, Rollout};
 use crate::telemetry::{Metrics, RequestSource};
-use crate::validate::{self, Validated};
+use crate::validate::{self};
 
 /// Read-only resync of a healthy transport (a safety net behind the watches).
 pub const RESYNC: Duration = Duration::from_secs(600);

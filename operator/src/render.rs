@@ -11,11 +11,13 @@ use std::process::ExitCode;
 
 use crate::api::{GROUP, MatrixRTCTransport, MatrixRTCTransportStatus, VERSION};
 use crate::apply::Owner;
-use crate::build::credentials::{ApiCredentials, CredentialsSource};
+use crate::build::credentials::ApiCredentials;
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{self, BuildError, BuildInput, discovery, labels};
 use crate::defaults::{DefaultsArgs, OperatorDefaults};
-use crate::validate::{Invalid, Validated, validate};
+use crate::plan::CredentialsSource;
+use crate::plan::Validated;
+use crate::validate::{Invalid, validate};
 
 /// Namespace used when the file names none (as `kubectl apply` would).
 pub const PLACEHOLDER_NAMESPACE: &str = "default";

@@ -15,7 +15,6 @@ pub mod ingress;
 pub mod labels;
 pub mod livekit;
 pub mod livekit_config;
-pub mod names;
 mod pod;
 pub mod secret;
 pub mod secret_refs;
@@ -28,11 +27,14 @@ use kube::api::ObjectMeta;
 
 use crate::defaults::OperatorDefaults;
 use crate::kinds::Child;
-use crate::validate::{LiveKitPlan, Validated};
-use credentials::{ApiCredentials, CredentialsSource};
+use crate::plan::CredentialsSource;
+use crate::plan::{LiveKitPlan, Validated};
+use credentials::ApiCredentials;
 use labels::Component;
 use secret_refs::SecretVersions;
 
+/// Kept at this path too: the binary and end-to-end tests name children through it.
+pub use crate::plan::names;
 pub use pod::HASH_ANNOTATION;
 
 /// Every desired child, in the order they must be applied (Secrets and ConfigMaps before workloads).

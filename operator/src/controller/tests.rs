@@ -508,8 +508,8 @@ async fn generated_credentials_are_created_once_and_never_rotated() {
     let expected = build::credentials::ApiCredentials::from_random_bytes(&fixed_random());
     let stored = build::credentials::ApiCredentials::from_secret(
         &first,
-        build::credentials::API_KEY_FIELD,
-        build::credentials::API_SECRET_FIELD,
+        crate::plan::API_KEY_FIELD,
+        crate::plan::API_SECRET_FIELD,
     )
     .unwrap();
     assert_eq!(stored, expected);

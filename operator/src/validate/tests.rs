@@ -1,7 +1,9 @@
 //! One test per rule: the problem's path and message, plus the shape of what passes.
 
 use super::*;
+use crate::api::IngressController;
 use crate::build::test_support::cr;
+use crate::plan::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, PortPlan, Reach, UdpPlan};
 
 /// Problems of a fixture (base CR + spec patch) as `path: message` lines.
 fn problems(spec_patch: &str) -> Vec<String> {
