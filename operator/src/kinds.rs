@@ -142,6 +142,13 @@ impl Child {
     }
 }
 
+impl ChildKind {
+    /// The kind of `child` (the same as [`Child::kind`]; the end-to-end tests use this form).
+    pub fn of(child: &Child) -> Self {
+        child.kind()
+    }
+}
+
 impl fmt::Display for ChildKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

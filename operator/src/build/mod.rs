@@ -26,7 +26,8 @@ pub(crate) mod test_support;
 use kube::api::ObjectMeta;
 
 use crate::defaults::OperatorDefaults;
-use crate::kinds::Child;
+/// Kept at this path too: the end-to-end tests name children through it.
+pub use crate::kinds::Child;
 use crate::plan::CredentialsSource;
 use crate::plan::{LiveKitPlan, Validated};
 use credentials::ApiCredentials;
