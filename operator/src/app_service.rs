@@ -18,7 +18,7 @@ use rand::Rng as _;
 use crate::apply::ApiFailure;
 use crate::build::appservice::{AppServiceTokens, RANDOM_BYTES, TokensError};
 use crate::build::names;
-use crate::validate::Validated;
+use crate::plan::Validated;
 
 /// The tokens to build with, and whether they were made just now.
 pub struct Resolved {
@@ -81,14 +81,15 @@ pub async fn resolve(
                 name: name.clone(),
                 failure: ApiFailure::for_secret(&error),
             })?;
-        let uid = v.owner_reference().uid;
+        // The transport's uid: the controller owner reference that `apply::Owner::stamp` puts on it.
+        let uid = &v.id.uid;
         if let Some(existing) = existing {
             let ours = existing
                 .metadata
                 .owner_references
                 .iter()
                 .flatten()
-                .any(|o| o.controller == Some(true) && o.uid == uid);
+                .any(|o| o.controller == Some(true) && o.uid == *uid);
             if !ours {
                 return Err(AppServiceError::NotOwned { name: name.clone() });
             }

@@ -3,9 +3,11 @@
 //! - One field manager, [`FIELD_MANAGER`], always with `force`: the operator is the authority on the fields it
 //!   sets, and a conflict with a person's `kubectl edit` must be resolved in favour of the CR (drift repair).
 //! - Dependency order: ServiceAccounts, Secrets and ConfigMaps before the Services, Deployments and Ingress that
-//!   refer to them ([`ChildKind`]'s declaration order), so a new pod never starts against a missing volume.
-//! - Ownership is stamped here, not in the builders: every child gets the CR's namespace and a controller
-//!   owner reference to it, so garbage collection and pruning never depend on a builder remembering.
+//!   refer to them ([`ChildKind`]'s declaration order in [`crate::kinds`]), so a new pod never starts against
+//!   a missing volume.
+//! - Ownership is stamped here ([`Owner::stamp`]), not in the builders: every child gets the CR's namespace,
+//!   a controller owner reference to it and the `managed-by` label, so garbage collection, the watches and
+//!   pruning never depend on a builder remembering. `render` stamps with the same function.
 //! - No write in a steady state: a child is applied only when the live object does not already contain the
 //!   desired fields ([`subset::contains`]) or when the desired object changed since it was last applied (the
 //!   [`APPLIED_HASH_ANNOTATION`] differs; that catches fields we stopped setting, which server-side apply
@@ -24,18 +26,19 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions,
-    PropagationPolicy,
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
 };
 use kube::{Client, Resource, ResourceExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::build::{Child, Children};
+use crate::build::Children;
+use crate::build::labels::{MANAGED_BY, MANAGER};
+use crate::kinds::Child;
+/// Kept at this path too: the end-to-end tests name kinds through it.
+pub use crate::kinds::ChildKind;
 
 pub use subset::parse_quantity;
 
@@ -44,79 +47,6 @@ pub const FIELD_MANAGER: &str = "matrixrtc-operator";
 
 /// Hash of the desired object at its last apply; a different hash means the desired object changed.
 pub const APPLIED_HASH_ANNOTATION: &str = "matrixrtc.dev/applied-hash";
-
-/// The kinds the operator owns, in the order they are applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ChildKind {
-    ServiceAccount,
-    Secret,
-    ConfigMap,
-    Service,
-    Deployment,
-    Ingress,
-}
-
-impl ChildKind {
-    /// Every owned kind, in apply order.
-    pub const ALL: [ChildKind; 6] = [
-        ChildKind::ServiceAccount,
-        ChildKind::Secret,
-        ChildKind::ConfigMap,
-        ChildKind::Service,
-        ChildKind::Deployment,
-        ChildKind::Ingress,
-    ];
-
-    pub fn of(child: &Child) -> Self {
-        match child {
-            Child::ServiceAccount(_) => ChildKind::ServiceAccount,
-            Child::Secret(_) => ChildKind::Secret,
-            Child::ConfigMap(_) => ChildKind::ConfigMap,
-            Child::Service(_) => ChildKind::Service,
-            Child::Deployment(_) => ChildKind::Deployment,
-            Child::Ingress(_) => ChildKind::Ingress,
-        }
-    }
-
-    pub fn api_resource(self) -> ApiResource {
-        match self {
-            ChildKind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
-            ChildKind::Secret => ApiResource::erase::<Secret>(&()),
-            ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-            ChildKind::Service => ApiResource::erase::<Service>(&()),
-            ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
-            ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ChildKind::ServiceAccount => "ServiceAccount",
-            ChildKind::Secret => "Secret",
-            ChildKind::ConfigMap => "ConfigMap",
-            ChildKind::Service => "Service",
-            ChildKind::Deployment => "Deployment",
-            ChildKind::Ingress => "Ingress",
-        }
-    }
-
-    fn parse(self, value: Value) -> Result<Child, serde_json::Error> {
-        Ok(match self {
-            ChildKind::ServiceAccount => Child::ServiceAccount(serde_json::from_value(value)?),
-            ChildKind::Secret => Child::Secret(serde_json::from_value(value)?),
-            ChildKind::ConfigMap => Child::ConfigMap(serde_json::from_value(value)?),
-            ChildKind::Service => Child::Service(serde_json::from_value(value)?),
-            ChildKind::Deployment => Child::Deployment(serde_json::from_value(value)?),
-            ChildKind::Ingress => Child::Ingress(serde_json::from_value(value)?),
-        })
-    }
-}
-
-impl fmt::Display for ChildKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// One child by kind and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -147,7 +77,12 @@ impl Owner {
         owner: &K,
         selector: impl Into<String>,
     ) -> Option<Self> {
-        let reference = owner.controller_owner_ref(&())?;
+        // kube's controller reference leaves `blockOwnerDeletion` unset; the children block their owner's
+        // foreground deletion until they are gone (what docs/rbac.md grants `finalizers` for).
+        let reference = OwnerReference {
+            block_owner_deletion: Some(true),
+            ..owner.controller_owner_ref(&())?
+        };
         Some(Self {
             namespace: owner.meta().namespace.clone()?,
             uid: reference.uid.clone(),
@@ -158,6 +93,17 @@ impl Owner {
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Mark `child` as this owner's: its namespace, the controller owner reference and the
+    /// `managed-by` label the watches select on. The one place ownership is written.
+    pub fn stamp(&self, child: &mut Child) {
+        let meta = child.metadata_mut();
+        meta.namespace = Some(self.namespace.clone());
+        meta.owner_references = Some(vec![self.reference.clone()]);
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
     }
 
     fn controls(&self, object: &DynamicObject) -> bool {
@@ -339,27 +285,18 @@ fn decide<'a>(prepared: &Prepared, live: Option<&'a DynamicObject>) -> Step<'a> 
     }
 }
 
-fn child_to_value(child: &Child) -> serde_json::Result<Value> {
-    match child {
-        Child::Secret(o) => serde_json::to_value(o),
-        Child::ConfigMap(o) => serde_json::to_value(o),
-        Child::ServiceAccount(o) => serde_json::to_value(o),
-        Child::Service(o) => serde_json::to_value(o),
-        Child::Deployment(o) => serde_json::to_value(o),
-        Child::Ingress(o) => serde_json::to_value(o),
-    }
-}
-
 fn prepare(owner: &Owner, child: &Child) -> Result<Prepared, ApplyError> {
-    let kind = ChildKind::of(child);
-    let name = match child_name(child) {
+    let kind = child.kind();
+    let name = match child.metadata().name.as_deref() {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => return Err(ApplyError::Unnamed { kind }),
     };
     let id = ChildId { kind, name };
-    let mut object = child_to_value(child).map_err(|e| ApplyError::codec(id.clone(), &e))?;
-    let reference =
-        serde_json::to_value(&owner.reference).map_err(|e| ApplyError::codec(id.clone(), &e))?;
+    let mut stamped = child.clone();
+    owner.stamp(&mut stamped);
+    let mut object = stamped
+        .to_value()
+        .map_err(|e| ApplyError::codec(id.clone(), &e))?;
     let Some(fields) = object.as_object_mut() else {
         return Err(ApplyError::Codec {
             child: id,
@@ -369,13 +306,9 @@ fn prepare(owner: &Owner, child: &Child) -> Result<Prepared, ApplyError> {
     if kind == ChildKind::Secret {
         fold_string_data(fields);
     }
-    let metadata = fields
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Default::default()));
-    metadata["namespace"] = Value::String(owner.namespace.clone());
-    metadata["ownerReferences"] = Value::Array(vec![reference]);
-    if let Some(annotations) = metadata
-        .get_mut("annotations")
+    if let Some(annotations) = fields
+        .get_mut("metadata")
+        .and_then(|metadata| metadata.get_mut("annotations"))
         .and_then(Value::as_object_mut)
     {
         annotations.remove(APPLIED_HASH_ANNOTATION);
@@ -383,18 +316,6 @@ fn prepare(owner: &Owner, child: &Child) -> Result<Prepared, ApplyError> {
     let hash = content_hash(&object);
     object["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = Value::String(hash);
     Ok(Prepared { id, object })
-}
-
-fn child_name(child: &Child) -> Option<&str> {
-    let meta = match child {
-        Child::Secret(o) => &o.metadata,
-        Child::ConfigMap(o) => &o.metadata,
-        Child::ServiceAccount(o) => &o.metadata,
-        Child::Service(o) => &o.metadata,
-        Child::Deployment(o) => &o.metadata,
-        Child::Ingress(o) => &o.metadata,
-    };
-    meta.name.as_deref()
 }
 
 /// The API server stores `stringData` as `data`; sending `data` makes what we send comparable to what we read.
@@ -427,7 +348,7 @@ pub async fn apply(
     observed: &Observed,
 ) -> Result<Applied, ApplyError> {
     let mut ordered: Vec<&Child> = desired.0.iter().collect();
-    ordered.sort_by_key(|child| ChildKind::of(child));
+    ordered.sort_by_key(|child| child.kind());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Applied::default();
     for child in ordered {
@@ -501,8 +422,8 @@ fn prune_candidates<'a>(
         .iter()
         .filter_map(|child| {
             Some(ChildId {
-                kind: ChildKind::of(child),
-                name: child_name(child)?.to_owned(),
+                kind: child.kind(),
+                name: child.metadata().name.clone()?,
             })
         })
         .collect();
@@ -562,7 +483,7 @@ pub async fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use matrixrtc_test_support::fake_api::FakeApi;
     use std::collections::BTreeMap;
@@ -620,7 +541,7 @@ mod tests {
     async fn observe(client: &Client, owner: &Owner) -> Result<Observed, ApplyError> {
         let mut objects = Vec::new();
         let params = kube::api::ListParams::default().labels(&owner.selector);
-        for kind in ChildKind::ALL {
+        for &kind in ChildKind::ALL {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), &owner.namespace, &kind.api_resource());
             let list = api.list(&params).await.unwrap();
@@ -668,10 +589,20 @@ mod tests {
                     && r.query.contains("force=true"))
         );
         let stored: ConfigMap = fake.get(NS, "config").unwrap();
+        assert_eq!(
+            stored.metadata.labels.unwrap()[MANAGED_BY],
+            MANAGER,
+            "the label the watches select on is stamped here"
+        );
         let refs = stored.metadata.owner_references.unwrap();
         assert_eq!(
-            (refs.len(), refs[0].uid.as_str(), refs[0].controller),
-            (1, "uid-1", Some(true))
+            (
+                refs.len(),
+                refs[0].uid.as_str(),
+                refs[0].controller,
+                refs[0].block_owner_deletion
+            ),
+            (1, "uid-1", Some(true), Some(true))
         );
 
         fake.clear_requests();

@@ -13,8 +13,8 @@
 //! - A CR that does not deserialise (e.g. written against a newer CRD) is wrapped in kube's
 //!   [`DeserializeGuard`] so it cannot stop the watch; it gets a `Degraded` status and an Event.
 //!
-//! Watches (per watched namespace, or cluster-wide): the CRs; the six owned kinds filtered by the
-//! `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
+//! Watches (per watched namespace, or cluster-wide): the CRs; every owned kind ([`crate::kinds`]) filtered
+//! by the `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
 //! metadata mapped to the CRs whose pods reference them by name (credentials, Redis, TURN certificate), so a
 //! created, fixed or rotated user Secret is picked up at once and rolls the pods that read it. A successful
 //! reconcile is also requeued about every [`RESYNC`] as a safety net (reads only), each transport at its own
@@ -49,11 +49,13 @@ use crate::build::{self, BuildError, BuildInput, labels, names, secret_refs};
 use crate::credentials::{self, ResolveError};
 use crate::defaults::OperatorDefaults;
 use crate::event_limit::EventLimiter;
+use crate::kinds::api_in;
+use crate::plan::Validated;
 use crate::port_conflicts::{self, Claimant, Clash, PortRange};
 use crate::shutdown::Stop;
 use crate::status::{self, Discovery, Outcome, Rollout};
 use crate::telemetry::{Metrics, RequestSource};
-use crate::validate::{self, Validated};
+use crate::validate::{self};
 
 /// Read-only resync of a healthy transport (a safety net behind the watches).
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -700,18 +702,6 @@ fn referencing(
         })
         .map(|object| ObjectRef::from_obj(object.as_ref()))
         .collect()
-}
-
-/// An API for `K` in one namespace, or in all of them.
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// The controller for the namespace of `watches` (or all of them), triggered by the children those

@@ -22,10 +22,9 @@ use kube::api::Api;
 use rand::Rng as _;
 
 use crate::apply::ApiFailure;
-use crate::build::credentials::{
-    ApiCredentials, CredentialsError, CredentialsSource, RANDOM_BYTES,
-};
+use crate::build::credentials::{ApiCredentials, CredentialsError, RANDOM_BYTES};
 use crate::build::secret_refs::{SecretRef, SecretVersion, SecretVersions};
+use crate::plan::CredentialsSource;
 
 /// The credentials to build with, and whether they were made just now.
 pub struct Resolved {

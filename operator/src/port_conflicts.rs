@@ -16,7 +16,7 @@ use std::fmt;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::validate::{LiveKitPlan, Validated};
+use crate::plan::{LiveKitPlan, Validated};
 
 /// An inclusive range of NodePort numbers (a single port is a range of one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,7 +127,7 @@ pub fn losing_clash<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::Reach;
+    use crate::plan::Reach;
 
     fn at(second: i64) -> Option<Timestamp> {
         Timestamp::from_second(second).ok()

@@ -10,12 +10,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::api::{GROUP, MatrixRTCTransport, MatrixRTCTransportStatus, VERSION};
+use crate::apply::Owner;
 use crate::build::appservice::AppServiceTokens;
-use crate::build::credentials::{ApiCredentials, CredentialsSource};
+use crate::build::credentials::ApiCredentials;
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
-use crate::build::{self, BuildError, BuildInput, Child, discovery};
+use crate::build::{self, BuildError, BuildInput, discovery, labels};
 use crate::defaults::{DefaultsArgs, OperatorDefaults};
-use crate::validate::{Invalid, Validated, validate};
+use crate::plan::CredentialsSource;
+use crate::plan::Validated;
+use crate::validate::{Invalid, validate};
 
 /// Namespace used when the file names none (as `kubectl apply` would).
 pub const PLACEHOLDER_NAMESPACE: &str = "default";
@@ -47,6 +50,8 @@ pub enum RenderError {
     WrongKind(String, String),
     #[error("the resource is invalid:\n{0}")]
     Invalid(Invalid),
+    #[error("the resource has no name")]
+    Unnamed,
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error("cannot serialise an object: {0}")]
@@ -61,7 +66,7 @@ pub struct Rendered {
 }
 
 /// Parse and validate the resource in `input`, filling in a placeholder namespace and uid.
-fn validated(input: &str) -> Result<Validated, RenderError> {
+fn validated(input: &str) -> Result<(MatrixRTCTransport, Validated), RenderError> {
     // The generated type does not keep apiVersion and kind, so look at them first.
     let value: serde_json::Value = serde_yaml::from_str(input).map_err(RenderError::Parse)?;
     let field = |name: &str| {
@@ -83,13 +88,14 @@ fn validated(input: &str) -> Result<Validated, RenderError> {
     cr.metadata
         .uid
         .get_or_insert_with(|| PLACEHOLDER_UID.to_owned());
-    validate(&cr).map_err(RenderError::Invalid)
+    let validated = validate(&cr).map_err(RenderError::Invalid)?;
+    Ok((cr, validated))
 }
 
 /// The status fields the controller derives from a valid spec alone (as YAML), so an admin can
 /// prepare the homeserver before the operator runs.
 pub fn render_status(input: &str) -> Result<Rendered, RenderError> {
-    let validated = validated(input)?;
+    let (_, validated) = validated(input)?;
     let status = MatrixRTCTransportStatus {
         livekit_service_url: Some(discovery::livekit_service_url(&validated)),
         well_known_client: Some(discovery::well_known_client_json(&validated)),
@@ -105,7 +111,10 @@ pub fn render_status(input: &str) -> Result<Rendered, RenderError> {
 
 /// Render the objects for the resource in `input`.
 pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, RenderError> {
-    let validated = validated(input)?;
+    let (cr, validated) = validated(input)?;
+    // Stamped as `apply` stamps what it sends, so the output shows the ownership the cluster will see.
+    let owner =
+        Owner::new(&cr, labels::owned_selector(validated.name())).ok_or(RenderError::Unnamed)?;
     let credentials = ApiCredentials::placeholder();
     let tokens = AppServiceTokens::placeholder();
     let mut secrets = SecretVersions::default();
@@ -150,15 +159,9 @@ pub fn render(input: &str, defaults: &OperatorDefaults) -> Result<Rendered, Rend
         ));
     }
     for child in children.iter() {
-        let doc = match child {
-            Child::Secret(o) => serde_yaml::to_string(o),
-            Child::ConfigMap(o) => serde_yaml::to_string(o),
-            Child::ServiceAccount(o) => serde_yaml::to_string(o),
-            Child::Service(o) => serde_yaml::to_string(o),
-            Child::Deployment(o) => serde_yaml::to_string(o),
-            Child::Ingress(o) => serde_yaml::to_string(o),
-        }
-        .map_err(RenderError::Serialise)?;
+        let mut child = child.clone();
+        owner.stamp(&mut child);
+        let doc = child.to_yaml().map_err(RenderError::Serialise)?;
         yaml.push_str("---\n");
         yaml.push_str(&quote_yaml11_booleans(&doc));
     }

@@ -8,12 +8,12 @@
 //! for that kind ([`ScopeWatches::trigger`]): one watch per kind, not one for the cache and one for
 //! `Controller::owns` (which also decoded every Secret's data just to find its owner).
 //!
-//! - ServiceAccounts, ConfigMaps, Services, Deployments and Ingresses are cached with their body (what the
-//!   "already applied?" comparison needs), without `managedFields` (the bulk of a live object, never read),
-//!   and the body as its JSON text ([`CachedChild`]), parsed back only for the few children of the transport
-//!   being reconciled. Why: a parsed `serde_json::Value` spends a B-tree node (over half a kilobyte) on
-//!   every small map of a Kubernetes object; at 1,000 transports the parsed bodies made most of the
-//!   operator's 155 MiB resident memory (docs/benchmark.md).
+//! - Every owned kind but Secrets ([`crate::kinds`]) is cached with its body (what the "already applied?"
+//!   comparison needs), without `managedFields` (the bulk of a live object, never read), and the body as
+//!   its JSON text ([`CachedChild`]), parsed back only for the few children of the transport being
+//!   reconciled. Why: a parsed `serde_json::Value` spends a B-tree node (over half a kilobyte) on every
+//!   small map of a Kubernetes object; at 1,000 transports the parsed bodies made most of the operator's
+//!   155 MiB resident memory (docs/benchmark.md).
 //! - Secrets are cached as metadata only, so no Secret content sits in the operator's memory; the body of
 //!   an owned Secret is read with a GET by name when it is about to be compared.
 //! - A cache can be behind the API server for a moment after a write; the worst that does is one
@@ -35,7 +35,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::{ApiFailure, ApplyError, ChildKind, Observed, Owner};
+use super::{ApiFailure, ApplyError, Observed, Owner};
+use crate::kinds::ChildKind;
 
 /// How long a reconcile waits for the caches' first list before giving up (and retrying with backoff).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,14 +128,13 @@ pub struct ChildCache {
     scopes: Vec<ScopeCache>,
 }
 
-/// The kinds cached with their body; Secrets are the one metadata-only kind.
-const BODY_KINDS: [ChildKind; 5] = [
-    ChildKind::ServiceAccount,
-    ChildKind::ConfigMap,
-    ChildKind::Service,
-    ChildKind::Deployment,
-    ChildKind::Ingress,
-];
+/// The kinds cached with their body: every owned kind but Secrets, the one metadata-only kind.
+fn body_kinds() -> impl Iterator<Item = ChildKind> {
+    ChildKind::ALL
+        .iter()
+        .copied()
+        .filter(|kind| *kind != ChildKind::Secret)
+}
 
 /// A watch of touched children: every object applied or deleted, after it reached the cache.
 type Touched<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -193,7 +193,7 @@ impl ChildCache {
         for namespace in namespaces {
             let mut bodies = Vec::new();
             let mut body_watches = Vec::new();
-            for kind in BODY_KINDS {
+            for kind in body_kinds() {
                 let resource = kind.api_resource();
                 let api: Api<CachedChild> = match namespace {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

@@ -27,7 +27,7 @@ use serde_json::json;
 use super::labels::Component;
 use super::{BuildError, names, object_meta, pod};
 use crate::api::AppServiceStatus;
-use crate::validate::{AppServicePlan, Validated};
+use crate::plan::{AppServicePlan, Validated};
 
 /// The service's AS-mode variables the operator sets or reserves, from the service's own contract.
 pub mod env {

@@ -18,14 +18,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use matrixrtc_auth::contract::{self, env};
 
-use super::credentials::{API_KEY_FIELD, API_SECRET_FIELD};
 use super::labels::{self, Component};
 use super::pod::{self, HASH_ANNOTATION};
 use super::services::AUTH_HTTP;
 use super::{appservice, livekit_config, names, object_meta};
 use crate::api::AuthRedis;
 use crate::defaults::OperatorDefaults;
-use crate::validate::{AuthPlacement, LiveKitPlan, Validated};
+use crate::plan::{API_KEY_FIELD, API_SECRET_FIELD};
+use crate::plan::{AuthPlacement, LiveKitPlan, Validated};
 
 /// uid/gid of the service (as ESS runs it).
 pub const UID: i64 = 10033;

@@ -14,9 +14,9 @@
 
 use serde_json::Value;
 
-use super::Child;
 use super::test_support::{build_with, validated};
 use crate::build::credentials::ApiCredentials;
+use crate::kinds::Child;
 
 const DENIED_ANYWHERE: [&str; 8] = [
     "appArmorProfile",
@@ -72,15 +72,7 @@ fn pod_spec_problems(pod: &Value, found: &mut Vec<String>) {
 
 /// Problems for one child (empty when compatible).
 pub(crate) fn problems(child: &Child) -> Vec<String> {
-    let json = match child {
-        Child::Secret(o) => serde_json::to_value(o),
-        Child::ConfigMap(o) => serde_json::to_value(o),
-        Child::ServiceAccount(o) => serde_json::to_value(o),
-        Child::Service(o) => serde_json::to_value(o),
-        Child::Deployment(o) => serde_json::to_value(o),
-        Child::Ingress(o) => serde_json::to_value(o),
-    }
-    .unwrap_or(Value::Null);
+    let json = child.to_value().unwrap_or(Value::Null);
     let mut found = Vec::new();
     walk(&json, "", &mut found);
     if let Child::Deployment(_) = child {

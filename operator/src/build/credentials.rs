@@ -8,43 +8,10 @@ use std::fmt;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::api::CredentialsSecretRef;
-
-/// Key of the API key in the generated and in the operator-owned keys Secret.
-pub const API_KEY_FIELD: &str = "api-key";
-/// Key of the API secret in the generated and in the operator-owned keys Secret.
-pub const API_SECRET_FIELD: &str = "api-secret";
 /// LiveKit rejects shorter secrets outside dev mode ("secret is too short").
 pub const MIN_SECRET_LEN: usize = 32;
 /// Bytes [`ApiCredentials::from_random_bytes`] needs: 8 for the key suffix, 32 for the secret.
 pub const RANDOM_BYTES: usize = 40;
-
-/// Where the API key and secret live.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialsSource {
-    /// A Secret the user manages (`spec.credentials`).
-    Existing(CredentialsSecretRef),
-    /// A Secret the operator generates once and owns.
-    Generated { secret_name: String },
-}
-
-impl CredentialsSource {
-    /// Name of the Secret to read.
-    pub fn secret_name(&self) -> &str {
-        match self {
-            CredentialsSource::Existing(r) => &r.secret_name,
-            CredentialsSource::Generated { secret_name } => secret_name,
-        }
-    }
-
-    /// Keys of the API key and the API secret in that Secret.
-    pub fn fields(&self) -> (&str, &str) {
-        match self {
-            CredentialsSource::Existing(r) => (&r.api_key_field, &r.api_secret_field),
-            CredentialsSource::Generated { .. } => (API_KEY_FIELD, API_SECRET_FIELD),
-        }
-    }
-}
 
 /// Why a credentials Secret is unusable. Messages name the Secret and key, never the values.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::appservice;
 use crate::api::AppServiceStatus;
-use crate::validate::Validated;
+use crate::plan::Validated;
 
 /// `https://<host>`: the `livekit_service_url` clients call for tokens.
 pub fn livekit_service_url(v: &Validated) -> String {

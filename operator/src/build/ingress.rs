@@ -15,7 +15,7 @@ use super::labels::Component;
 use super::livekit_config::SIGNAL_PORT;
 use super::{names, object_meta};
 use crate::api::IngressController;
-use crate::validate::{LiveKitPlan, Validated};
+use crate::plan::{LiveKitPlan, Validated};
 
 /// The Ingress, unless `spec.ingress.enabled` is false.
 pub fn build(v: &Validated) -> Option<Ingress> {

@@ -79,9 +79,12 @@ pub fn pod_with(
     labels
 }
 
-/// Labels of an object the operator applies: all six.
+/// Labels a builder gives an object: the selector plus `part-of` and `version`. The sixth, `managed-by`,
+/// marks ownership and is stamped with the owner reference when the object is applied
+/// ([`crate::apply::Owner::stamp`]).
 pub fn object(cr: &str, component: Component) -> BTreeMap<String, String> {
-    let mut labels = pod(cr, component);
+    let mut labels = selector(cr, component);
+    labels.insert(PART_OF.to_owned(), PART_OF_VALUE.to_owned());
     labels.insert(VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned());
     labels
 }
@@ -97,13 +100,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn object_labels_carry_all_six_recommended_keys() {
+    fn object_labels_carry_the_recommended_keys_but_ownership() {
         let labels = object("demo", Component::Sfu);
-        for key in [NAME, INSTANCE, COMPONENT, PART_OF, MANAGED_BY, VERSION] {
+        for key in [NAME, INSTANCE, COMPONENT, PART_OF, VERSION] {
             assert!(labels.contains_key(key), "missing {key}");
         }
-        assert_eq!(labels[MANAGED_BY], "matrixrtc-operator");
+        assert!(
+            !labels.contains_key(MANAGED_BY),
+            "stamped by apply, not here"
+        );
         assert_eq!(labels[INSTANCE], "demo");
+        assert_eq!(pod("demo", Component::Sfu)[MANAGED_BY], MANAGER);
     }
 
     #[test]
@@ -117,7 +124,9 @@ mod tests {
 
     #[test]
     fn owned_selector_matches_object_labels() {
-        let labels = object("demo", Component::Auth);
+        let mut labels = object("demo", Component::Auth);
+        // What `Owner::stamp` adds.
+        labels.insert(MANAGED_BY.to_owned(), MANAGER.to_owned());
         for term in owned_selector("demo").split(',') {
             let (key, value) = term.split_once('=').expect("key=value");
             assert_eq!(labels.get(key).map(String::as_str), Some(value));

@@ -41,7 +41,7 @@ use super::services::{HTTP, METRICS, RTC_TCP, RTC_UDP, TURN_TLS, TURN_UDP};
 use super::{appservice, auth, names, object_meta, secret};
 use crate::api::ProbeTiming;
 use crate::defaults::OperatorDefaults;
-use crate::validate::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, Reach, UdpPlan, Validated};
+use crate::plan::{AdvertisedIpPlan, AuthPlacement, ManagedPlan, Reach, UdpPlan, Validated};
 
 /// uid/gid of LiveKit (as ESS runs it).
 pub const UID: i64 = 10030;
@@ -382,7 +382,7 @@ pub fn deployment(
 mod tests {
     use super::*;
     use crate::build::test_support::validated;
-    use crate::validate::LiveKitPlan;
+    use crate::plan::LiveKitPlan;
 
     fn build(spec_patch: &str) -> Deployment {
         let v = validated(spec_patch);

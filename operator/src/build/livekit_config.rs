@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::labels::Component;
 use super::{BuildError, names, object_meta};
-use crate::validate::{AdvertisedIpPlan, ManagedPlan, TurnTlsPlan, UdpPlan, Validated};
+use crate::plan::{AdvertisedIpPlan, ManagedPlan, TurnTlsPlan, UdpPlan, Validated};
 
 /// LiveKit signalling and API (HTTP + WebSocket).
 pub const SIGNAL_PORT: u16 = 7880;
@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::build::credentials::ApiCredentials;
     use crate::build::test_support::validated;
-    use crate::validate::LiveKitPlan;
+    use crate::plan::LiveKitPlan;
 
     fn rendered(spec_patch: &str) -> Value {
         let v = validated(spec_patch);

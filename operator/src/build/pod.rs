@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use sha2::{Digest, Sha256};
 
 use crate::api::Scheduling;
-use crate::validate::Validated;
+use crate::plan::Validated;
 
 /// Pod template annotation holding a hash of what the pods read: the LiveKit ConfigMap's content,
 /// generated credentials, and the observed versions (not the content) of the user Secrets they

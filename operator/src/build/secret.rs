@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::credentials::{API_KEY_FIELD, API_SECRET_FIELD, ApiCredentials};
+use super::credentials::ApiCredentials;
 use super::labels::Component;
 use super::{BuildError, names, object_meta};
-use crate::validate::Validated;
+use crate::plan::Validated;
+use crate::plan::{API_KEY_FIELD, API_SECRET_FIELD};
 
 /// File name of LiveKit's key file in the keys Secret.
 pub const KEY_FILE: &str = "keys.yaml";

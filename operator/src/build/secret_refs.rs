@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::BuildError;
-use super::credentials::CredentialsSource;
 use crate::api::AuthRedis;
-use crate::validate::{LiveKitPlan, Validated};
+use crate::plan::CredentialsSource;
+use crate::plan::{LiveKitPlan, Validated};
 
 /// What a pod uses a user Secret for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

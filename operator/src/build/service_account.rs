@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 
 use super::labels::Component;
 use super::{names, object_meta};
-use crate::validate::{AuthPlacement, Validated};
+use crate::plan::{AuthPlacement, Validated};
 
 /// `<name>-livekit` for a managed LiveKit, `<name>-auth` when the service has its own Deployment.
 pub fn build(v: &Validated) -> Vec<ServiceAccount> {

@@ -15,7 +15,7 @@ use super::labels::{self, Component};
 use super::livekit_config::{METRICS_PORT, SIGNAL_PORT, TURN_TLS_CONTAINER_PORT};
 use super::{names, object_meta};
 use crate::api::TrafficPolicy;
-use crate::validate::{AuthPlacement, LiveKitPlan, ManagedPlan, Reach, UdpPlan, Validated};
+use crate::plan::{AuthPlacement, LiveKitPlan, ManagedPlan, Reach, UdpPlan, Validated};
 
 /// Port names (shared with the container ports; at most 15 characters).
 pub const HTTP: &str = "http";

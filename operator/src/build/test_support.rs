@@ -8,7 +8,8 @@ use crate::build::credentials::ApiCredentials;
 use crate::build::secret_refs::{self, SecretVersion, SecretVersions};
 use crate::build::{BuildInput, Children, build};
 use crate::defaults::OperatorDefaults;
-use crate::validate::{Validated, validate};
+use crate::plan::Validated;
+use crate::validate::validate;
 
 const BASE: &str = r#"
 apiVersion: matrixrtc.dev/v1alpha1

@@ -85,7 +85,7 @@ impl Harness {
                 .labelled_versions(NS, labels::MANAGED_BY, labels::MANAGER)
                 .into_iter()
                 .filter_map(|(group_version, plural, name, version)| {
-                    let kind = crate::apply::ChildKind::ALL.into_iter().find(|k| {
+                    let kind = crate::kinds::ChildKind::ALL.iter().copied().find(|k| {
                         let resource = k.api_resource();
                         resource.api_version == group_version && resource.plural == plural
                     })?;
@@ -510,8 +510,8 @@ async fn generated_credentials_are_created_once_and_never_rotated() {
     let expected = build::credentials::ApiCredentials::from_random_bytes(&fixed_random());
     let stored = build::credentials::ApiCredentials::from_secret(
         &first,
-        build::credentials::API_KEY_FIELD,
-        build::credentials::API_SECRET_FIELD,
+        crate::plan::API_KEY_FIELD,
+        crate::plan::API_SECRET_FIELD,
     )
     .unwrap();
     assert_eq!(stored, expected);
@@ -644,7 +644,8 @@ async fn pruning_removes_what_is_no_longer_desired_and_only_that() {
     assert!(h.fake.get::<Ingress>(NS, &ingress).is_some());
 
     // Objects with the operator's labels that this CR does not control.
-    let labels = build::labels::object(NAME, build::labels::Component::Transport);
+    let mut labels = build::labels::object(NAME, build::labels::Component::Transport);
+    labels.insert(labels::MANAGED_BY.into(), labels::MANAGER.into());
     let mut foreign = Ingress::default();
     foreign.metadata.name = Some("someone-elses".into());
     foreign.metadata.namespace = Some(NS.into());
@@ -758,7 +759,8 @@ async fn failures_back_off_exponentially_per_object_and_reset_on_success() {
 
 #[test]
 fn every_failure_reason_is_a_listed_condition_reason() {
-    use crate::apply::{ChildId, ChildKind};
+    use crate::apply::ChildId;
+    use crate::kinds::ChildKind;
     let failure = || ApiFailure {
         code: Some(500),
         reason: "InternalError".into(),

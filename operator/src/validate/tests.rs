@@ -1,7 +1,11 @@
 //! One test per rule: the problem's path and message, plus the shape of what passes.
 
 use super::*;
+use crate::api::IngressController;
 use crate::build::test_support::cr;
+use crate::plan::{
+    AdvertisedIpPlan, AppServicePlan, AuthPlacement, ManagedPlan, PortPlan, Reach, UdpPlan,
+};
 
 /// Problems of a fixture (base CR + spec patch) as `path: message` lines.
 fn problems(spec_patch: &str) -> Vec<String> {
@@ -77,12 +81,14 @@ fn defaults_resolve_to_a_single_nodeport_transport() {
     );
     assert!(v.ingress().is_some());
     assert!(v.warnings().is_empty());
-    let owner = v.owner_reference();
     assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("MatrixRTCTransport", "demo")
+        v.id,
+        Identity {
+            name: "demo".into(),
+            namespace: v.namespace().to_owned(),
+            uid: "0b9f1c2e-0000-4000-8000-000000000001".into(),
+        }
     );
-    assert_eq!(owner.uid, "0b9f1c2e-0000-4000-8000-000000000001");
 }
 
 #[test]
