@@ -36,8 +36,8 @@ use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -64,6 +64,8 @@ pub const BASE_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Reconciles running at once (per controller); bounds API load when many CRs change together.
 const CONCURRENCY: u16 = 8;
+/// The annotation in which a client-side `kubectl apply` keeps a copy of the whole object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// `events.k8s.io` notes are limited to 1 kB.
 const EVENT_NOTE_LIMIT: usize = 1000;
 
@@ -709,11 +711,20 @@ fn referencing(
 fn controller_for(client: &Client, watches: ScopeWatches) -> Controller<Guarded> {
     let namespace = watches.namespace().map(str::to_owned);
     let namespace = namespace.as_deref();
-    let controller = Controller::new(
+    // What `Controller::new` does, but the store keeps the transports without what a reconcile never
+    // reads: `managedFields` and the client-side apply copy of the whole object (at 1,000 transports
+    // these were a large part of the operator's memory, issue 12).
+    let writer = Writer::<Guarded>::default();
+    let store = writer.as_reader();
+    let transports = watcher(
         api_in::<Guarded>(client, namespace),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(controller::Config::default().concurrency(CONCURRENCY));
+    .modify(strip_unread_metadata)
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(transports, store)
+        .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let controller = watches.trigger(controller);
     let store = controller.store();
     controller.watches(
@@ -721,6 +732,15 @@ fn controller_for(client: &Client, watches: ScopeWatches) -> Controller<Guarded>
         watcher::Config::default(),
         move |secret| referencing(&store, &secret),
     )
+}
+
+/// Drops the metadata of a transport that no reconcile reads, before it is stored.
+fn strip_unread_metadata(transport: &mut Guarded) {
+    let meta = transport.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// Run the controllers for `scope` until `stop` fires (then finish in-flight reconciles and return).

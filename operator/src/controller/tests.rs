@@ -1493,3 +1493,42 @@ async fn a_registration_secret_the_operator_did_not_create_is_refused_and_left_a
     let kept: Secret = h.fake.get(NS, "synapse-config").unwrap();
     assert_eq!(kept.data, foreign.data);
 }
+
+#[tokio::test]
+async fn the_transports_store_keeps_no_managed_fields_or_last_applied_copy() {
+    let h = Harness::new();
+    let (trigger, stop) = crate::shutdown::channel();
+    let ctx = h.ctx.clone();
+    let running =
+        tokio::spawn(async move { run(ctx, &WatchScope::Namespaces(vec![NS.into()]), stop).await });
+    let cr: MatrixRTCTransport = serde_json::from_value(json!({
+        "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
+        "metadata": {
+            "name": NAME, "namespace": NS,
+            "annotations": {LAST_APPLIED: "{\"spec\":{}}", "team": "calls"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": minimal_spec(),
+    }))
+    .unwrap();
+    h.fake.insert(&cr);
+    let stored = || {
+        let stores = h.ctx.transports.read().unwrap().clone();
+        stores.iter().flat_map(|s| s.state()).next()
+    };
+    wait_for("the transport in the store", 10, || stored().is_some()).await;
+    let meta = stored().unwrap().meta().clone();
+    assert_eq!(meta.managed_fields, None);
+    let annotations = meta.annotations.unwrap_or_default();
+    assert!(!annotations.contains_key(LAST_APPLIED), "{annotations:?}");
+    assert_eq!(annotations.get("team").map(String::as_str), Some("calls"));
+    // What the API server holds is untouched.
+    let held = h.fake.get::<MatrixRTCTransport>(NS, NAME).unwrap();
+    assert!(held.metadata.managed_fields.is_some_and(|m| !m.is_empty()));
+    trigger.fire();
+    tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the controller stops")
+        .unwrap();
+}
