@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::ByteString;
@@ -12,13 +13,17 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
 use matrixrtc_test_support::fake_api::{FakeApi, Recorded};
 use serde_json::{Value, json};
 
+use super::watches::managed_selector;
 use super::*;
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
-use crate::build::names;
+use crate::apply::cache::ChildCache;
+use crate::build::{labels, names};
 use crate::defaults::OperatorDefaults;
+use crate::status;
 use crate::telemetry::Telemetry;
 
 const NS: &str = "calls";
@@ -815,79 +820,6 @@ fn every_failure_reason_is_a_listed_condition_reason() {
     assert!(status::REASONS.contains(&"UnreadableSpec"));
 }
 
-#[test]
-fn backoff_doubles_and_is_capped() {
-    assert_eq!(backoff(1), Duration::from_secs(5));
-    assert_eq!(backoff(2), Duration::from_secs(10));
-    assert_eq!(backoff(4), Duration::from_secs(40));
-    assert_eq!(backoff(7), MAX_BACKOFF);
-    assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
-}
-
-#[test]
-fn event_notes_are_truncated_on_a_char_boundary() {
-    let long = "é".repeat(EVENT_NOTE_LIMIT);
-    let cut = truncate(long, EVENT_NOTE_LIMIT);
-    assert!(cut.len() <= EVENT_NOTE_LIMIT && cut.ends_with("..."));
-    assert_eq!(truncate("short".into(), EVENT_NOTE_LIMIT), "short");
-}
-
-#[test]
-fn secrets_map_to_the_transports_that_reference_them() {
-    let (reader, mut writer) = kube::runtime::reflector::store::<Guarded>();
-    let make = |name: &str, namespace: &str, patch: Value| {
-        let mut spec = minimal_spec();
-        if let (Some(spec), Value::Object(patch)) = (spec.as_object_mut(), patch) {
-            spec.extend(patch);
-        }
-        let cr: MatrixRTCTransport = serde_json::from_value(json!({
-            "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
-            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
-            "spec": spec,
-        }))
-        .unwrap();
-        DeserializeGuard(Ok(cr))
-    };
-    let shared = || json!({"credentials": {"secretName": "shared"}});
-    for object in [
-        make("a", NS, shared()),
-        make("b", NS, json!({})),
-        make("c", "elsewhere", shared()),
-        make(
-            "d",
-            NS,
-            json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "tls": {"port": 30003, "secretName": "shared"}}}}}),
-        ),
-        make(
-            "e",
-            NS,
-            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379", "passwordSecret": {"name": "shared", "key": "p"}}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}}),
-        ),
-        make(
-            "f",
-            NS,
-            json!({"auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
-        ),
-        // Invalid (an external LiveKit without credentials): it waits for a spec change instead.
-        make(
-            "g",
-            NS,
-            json!({"livekit": {"external": {"url": "wss://sfu.example.net"}}, "auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
-        ),
-    ] {
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
-    }
-    let mut secret = PartialObjectMeta::<Secret>::default();
-    secret.metadata.name = Some("shared".into());
-    secret.metadata.namespace = Some(NS.into());
-    let mut refs: Vec<String> = referencing(&reader, &secret)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    refs.sort();
-    assert_eq!(refs, ["a", "d", "e", "f"]);
-}
-
 /// A Secret with `data` in the test namespace.
 fn user_secret(name: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
@@ -1271,31 +1203,6 @@ async fn a_nodeport_clash_is_named_and_the_loser_applies_nothing() {
     h.reconcile().await.expect("applied once the port is free");
     assert!(!h.children().is_empty());
     assert_eq!(h.condition("Degraded").0, "False");
-}
-
-#[test]
-fn resyncs_of_many_transports_are_spread_over_half_a_period() {
-    let delays: Vec<Duration> = (0..1000)
-        .map(|i| resync_after(&format!("tenant-{i}/rtc")))
-        .collect();
-    assert!(
-        delays
-            .iter()
-            .all(|d| *d >= RESYNC * 3 / 4 && *d < RESYNC * 5 / 4),
-        "out of range"
-    );
-    // Ten buckets of 30 s each: none empty and none holding more than a quarter of the transports.
-    let mut buckets = [0usize; 10];
-    for d in &delays {
-        let index = (d.as_secs() - (RESYNC * 3 / 4).as_secs()) / 30;
-        buckets[usize::try_from(index).unwrap().min(9)] += 1;
-    }
-    assert!(buckets.iter().all(|&b| b > 0 && b < 250), "{buckets:?}");
-    assert_eq!(
-        resync_after("a/b"),
-        resync_after("a/b"),
-        "stable per object"
-    );
 }
 
 fn app_service_spec(extra: Value) -> Value {
