@@ -15,6 +15,7 @@ use crate::build::{Children, labels};
 use crate::plan::Validated;
 
 /// Apply `children` of `transport` and prune what it owns but no longer wants.
+#[tracing::instrument(skip_all)]
 pub(super) async fn apply_children(
     transport: &MatrixRTCTransport,
     validated: &Validated,

@@ -14,6 +14,7 @@ use crate::plan::Validated;
 const EVENT_NOTE_LIMIT: usize = 1000;
 
 /// Validation warnings (e.g. LiveKit config keys the operator overrides), once per generation.
+#[tracing::instrument(skip_all)]
 pub(super) async fn publish_warnings(
     transport: &MatrixRTCTransport,
     validated: &Validated,
@@ -53,7 +54,7 @@ pub(super) async fn publish(
         regarding.name.as_deref().unwrap_or_default()
     );
     if !ctx.events.allow(&key, std::time::Instant::now()) {
-        tracing::debug!(object = %key, reason, "Event dropped: this object published too many");
+        tracing::debug!(reason, "Event dropped: this object published too many");
         return;
     }
     let event = Event {

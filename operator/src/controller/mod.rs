@@ -22,6 +22,9 @@
 //!   a steady state makes no writes, so the status patch's own watch event ends in a read-only reconcile.
 //! - A CR that does not deserialise (e.g. written against a newer CRD) is wrapped in kube's
 //!   [`DeserializeGuard`] so it cannot stop the watch; it gets a `Degraded` status and an Event.
+//! - Logs: a reconcile runs in a `reconcile` span naming the transport (`namespace`, `transport`,
+//!   `generation`) and each step in a span of its own, so log lines do not repeat which object they are
+//!   about.
 //!
 //! Watches (per watched namespace, or cluster-wide): the CRs; every owned kind ([`crate::kinds`]) filtered
 //! by the `managed-by` label (metadata only, mapped to the owner through the controller owner reference); and Secret
@@ -69,7 +72,11 @@ use crate::validate::{self};
 
 type Guarded = DeserializeGuard<MatrixRTCTransport>;
 
-#[derive(Debug, thiserror::Error)]
+/// Why a reconcile failed: mapped once to the `Degraded` condition reason users see
+/// ([`condition_reason`](ReconcileError::condition_reason)) and to the errors metric's label
+/// ([`metric_reason`](ReconcileError::metric_reason)).
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReconcileError {
     #[error(transparent)]
     Credentials(#[from] ResolveError),
@@ -88,20 +95,17 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// Label for the errors metric.
+    /// Label for the errors metric: the variant's name in snake case (`PortConflict` is `port_conflict`),
+    /// and for a failed apply the [`ApplyError`]'s (`apply`, `conflict`, `delete`, ...).
     pub fn metric_reason(&self) -> &'static str {
         match self {
-            ReconcileError::Credentials(_) => "credentials",
-            ReconcileError::AppService(_) => "app_service",
-            ReconcileError::Build(_) => "build",
-            ReconcileError::Apply(error) => error.reason(),
-            ReconcileError::Status(_) => "status",
-            ReconcileError::Incomplete => "incomplete",
-            ReconcileError::PortConflict(_) => "port_conflict",
+            ReconcileError::Apply(error) => error.into(),
+            other => other.into(),
         }
     }
 
-    /// `Degraded` condition reason.
+    /// `Degraded` condition reason: API-visible and documented in docs/troubleshooting.md, so listed
+    /// rather than derived from the variant names.
     fn condition_reason(&self) -> &'static str {
         match self {
             ReconcileError::Credentials(error) => error.reason(),
@@ -126,6 +130,20 @@ fn key_of(meta: &kube::api::ObjectMeta) -> String {
 }
 
 /// Reconcile one `MatrixRTCTransport` (or report why it cannot be read).
+///
+/// Every line logged during a reconcile, its steps' included, is inside this span, which names the
+/// transport: `namespace`, `transport` (not `name`: JSON lines already use that key for the span's own
+/// name) and `generation`. The span is at `error` level so that it is enabled whenever any of its lines
+/// is: under a `warn` filter a warning still says which transport it is about.
+#[tracing::instrument(
+    level = "error",
+    skip_all,
+    fields(
+        namespace = object.meta().namespace.as_deref(),
+        transport = object.meta().name.as_deref(),
+        generation = object.meta().generation,
+    )
+)]
 pub async fn reconcile(object: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let _timer = ctx.metrics.reconcile_started();
     match &object.0 {
@@ -134,12 +152,22 @@ pub async fn reconcile(object: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action
     }
 }
 
-/// Called by the runtime when [`reconcile`] failed: count it and retry with backoff.
+/// Called by the runtime when [`reconcile`] failed: count it and retry with backoff. Its line is in a
+/// span like [`reconcile`]'s (same name and fields), so filtering the logs on a transport finds it too.
+#[tracing::instrument(
+    name = "reconcile",
+    level = "error",
+    skip_all,
+    fields(
+        namespace = object.meta().namespace.as_deref(),
+        transport = object.meta().name.as_deref(),
+    )
+)]
 pub fn error_policy(object: Arc<Guarded>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error.metric_reason());
     let key = key_of(object.meta());
     let delay = backoff(ctx.record_failure(&key));
-    tracing::warn!(object = %key, %error, retry_in_seconds = delay.as_secs(), "reconcile failed");
+    tracing::warn!(%error, retry_in_seconds = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -148,10 +176,14 @@ async fn reconcile_transport(
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let key = key_of(&transport.metadata);
-    let validated = match validate::validate(transport) {
+    let validated = match tracing::info_span!("validate").in_scope(|| validate::validate(transport))
+    {
         Ok(validated) => validated,
         Err(invalid) => {
-            tracing::info!(object = %key, problems = invalid.problems().len(), "spec is invalid; nothing applied");
+            tracing::info!(
+                problems = invalid.problems().len(),
+                "spec is invalid; nothing applied"
+            );
             let outcome = Outcome::InvalidSpec {
                 message: invalid.to_string(),
             };
@@ -198,7 +230,7 @@ async fn reconcile_transport(
                 discovery: Some(discovery),
             };
             if let Err(status_error) = write_status(transport, &outcome, ctx).await {
-                tracing::warn!(object = %key, error = %status_error, "could not record the failure in the status");
+                tracing::warn!(error = %status_error, "could not record the failure in the status");
             }
             Err(error)
         }
@@ -216,7 +248,8 @@ async fn apply_validated(
         return Err(ReconcileError::PortConflict(clash));
     }
     let references = dereference::dereference(validated, ctx).await?;
-    let children = build::build(validated, &references.build_input(&ctx.defaults))?;
+    let children = tracing::info_span!("build")
+        .in_scope(|| build::build(validated, &references.build_input(&ctx.defaults)))?;
     apply_step::apply_children(transport, validated, &children, ctx).await
 }
 

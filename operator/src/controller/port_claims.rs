@@ -67,6 +67,7 @@ impl Context {
 }
 
 /// The NodePort clash this transport loses, if any (see [`port_conflicts`]).
+#[tracing::instrument(skip_all)]
 pub(super) fn port_clash(
     transport: &MatrixRTCTransport,
     validated: &Validated,

@@ -12,12 +12,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::events::publish;
-use super::{Context, Guarded, ReconcileError, key_of};
+use super::{Context, Guarded, ReconcileError};
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
 use crate::apply::{ApiFailure, FIELD_MANAGER};
 use crate::status::{self, Outcome};
 
 /// Patch the status if it changed; publish a Warning Event when a (new) problem appears.
+#[tracing::instrument(skip_all)]
 pub(super) async fn write_status(
     transport: &MatrixRTCTransport,
     outcome: &Outcome,
@@ -72,17 +73,17 @@ pub(super) async fn write_status(
 }
 
 /// A CR whose spec does not deserialise: mark it `Degraded` (raw status patch) and wait for a change.
+#[tracing::instrument(skip_all)]
 pub(super) async fn report_unreadable(
     object: &Guarded,
     invalid: &InvalidObject,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let key = key_of(object.meta());
     let message = format!(
         "the object cannot be read by this operator version: {}",
         invalid.error
     );
-    tracing::warn!(object = %key, error = %invalid.error, "unreadable MatrixRTCTransport");
+    tracing::warn!(error = %invalid.error, "unreadable MatrixRTCTransport");
     let namespace = object
         .meta()
         .namespace

@@ -25,6 +25,7 @@ use crate::build::{labels, names};
 use crate::defaults::OperatorDefaults;
 use crate::status;
 use crate::telemetry::Telemetry;
+use crate::telemetry::captured::CapturedLog;
 
 const NS: &str = "calls";
 const NAME: &str = "demo";
@@ -763,6 +764,97 @@ async fn failures_back_off_exponentially_per_object_and_reset_on_success() {
 }
 
 #[test]
+fn metric_labels_stay_what_dashboards_know() {
+    use crate::apply::ChildId;
+    use crate::kinds::ChildKind;
+    let failure = || ApiFailure {
+        code: Some(500),
+        reason: "InternalError".into(),
+        message: None,
+    };
+    let child = || ChildId {
+        kind: ChildKind::Deployment,
+        name: "x".into(),
+    };
+    // Metric labels are user-visible: derived from the variant names, so a rename must show up here.
+    let labels = [
+        (
+            ReconcileError::Credentials(ResolveError::Read {
+                name: "x".into(),
+                failure: failure(),
+            }),
+            "credentials",
+        ),
+        (
+            ReconcileError::AppService(AppServiceError::NotOwned { name: "x".into() }),
+            "app_service",
+        ),
+        (
+            ReconcileError::Build(BuildError::UnobservedSecret("x".into())),
+            "build",
+        ),
+        (ReconcileError::Status(failure()), "status"),
+        (ReconcileError::Incomplete, "incomplete"),
+        (
+            ReconcileError::PortConflict(crate::port_conflicts::Clash {
+                port: 30000,
+                holder_namespace: "a".into(),
+                holder_name: "b".into(),
+            }),
+            "port_conflict",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::List {
+                kind: ChildKind::Secret,
+                failure: failure(),
+            }),
+            "list",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Get {
+                child: child(),
+                failure: failure(),
+            }),
+            "get",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Apply {
+                child: child(),
+                failure: failure(),
+            }),
+            "apply",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Delete {
+                child: child(),
+                failure: failure(),
+            }),
+            "delete",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Conflict { child: child() }),
+            "conflict",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Unnamed {
+                kind: ChildKind::Service,
+            }),
+            "unnamed",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Codec {
+                child: child(),
+                detail: None,
+            }),
+            "codec",
+        ),
+    ];
+    for (error, label) in &labels {
+        assert_eq!(error.metric_reason(), *label, "{error:?}");
+    }
+}
+
+#[test]
 fn every_failure_reason_is_a_listed_condition_reason() {
     use crate::apply::ChildId;
     use crate::kinds::ChildKind;
@@ -1399,4 +1491,66 @@ async fn a_registration_secret_the_operator_did_not_create_is_refused_and_left_a
     assert!(h.fake.get::<Secret>(NS, "synapse-as").is_some());
     let kept: Secret = h.fake.get(NS, "synapse-config").unwrap();
     assert_eq!(kept.data, foreign.data);
+}
+
+#[tokio::test]
+async fn log_lines_of_a_reconcile_name_the_transport_through_its_span() {
+    let log = CapturedLog::default();
+    let _logging = tracing::subscriber::set_default(log.json_subscriber("info"));
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+
+    let lines = log.lines();
+    let applied: Vec<&Value> = lines.iter().filter(|l| l["message"] == "applied").collect();
+    assert!(!applied.is_empty(), "no `applied` line in {lines:?}");
+    for line in applied {
+        let reconcile = &line["spans"][0];
+        assert_eq!(
+            (
+                &reconcile["name"],
+                &reconcile["namespace"],
+                &reconcile["transport"],
+                &reconcile["generation"]
+            ),
+            (&json!("reconcile"), &json!(NS), &json!(NAME), &json!(1)),
+            "{line}"
+        );
+        assert_eq!(line["span"]["name"], "apply_children", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_failure_logged_under_a_warn_filter_still_names_its_transport() {
+    let log = CapturedLog::default();
+    let _logging = tracing::subscriber::set_default(log.json_subscriber("warn"));
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.fake.fail_next(
+        Method::PATCH,
+        &format!("/configmaps/{}", names::livekit(NAME)),
+        500,
+    );
+    let error = h.reconcile().await.expect_err("apply fails");
+    error_policy(
+        Arc::new(DeserializeGuard(Ok(h.transport()))),
+        &error,
+        h.ctx.clone(),
+    );
+
+    let lines = log.lines();
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "reconcile failed")
+        .unwrap_or_else(|| panic!("no `reconcile failed` line in {lines:?}"));
+    assert_eq!(
+        (
+            &failed["span"]["name"],
+            &failed["span"]["namespace"],
+            &failed["span"]["transport"]
+        ),
+        (&json!("reconcile"), &json!(NS), &json!(NAME)),
+        "{failed}"
+    );
+    assert!(failed.get("object").is_none(), "{failed}");
 }

@@ -43,11 +43,11 @@ impl Dereferenced {
 
 /// Read (or generate once) the credentials and tokens of `validated`, and the versions of every Secret its
 /// pods reference.
+#[tracing::instrument(skip_all)]
 pub(super) async fn dereference(
     validated: &Validated,
     ctx: &Context,
 ) -> Result<Dereferenced, ReconcileError> {
-    let key = format!("{}/{}", validated.namespace(), validated.name());
     let resolved = credentials::resolve(
         &ctx.client,
         validated.namespace(),
@@ -56,12 +56,12 @@ pub(super) async fn dereference(
     )
     .await?;
     if resolved.generated_now {
-        tracing::info!(object = %key, "generated LiveKit API credentials");
+        tracing::info!("generated LiveKit API credentials");
     }
     let app_service =
         app_service::resolve(&ctx.client, validated, app_service::random_bytes).await?;
     if app_service.as_ref().is_some_and(|r| r.generated_now) {
-        tracing::info!(object = %key, "generated application-service tokens");
+        tracing::info!("generated application-service tokens");
     }
     let secrets = credentials::observe_references(
         &ctx.client,
