@@ -11,10 +11,10 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 
 use super::Guarded;
+use super::dereference;
 use super::port_claims::ClaimsAt;
 use crate::apply::cache::ChildCache;
 use crate::build;
-use crate::controller::dereference::credentials;
 use crate::defaults::OperatorDefaults;
 use crate::event_limit::EventLimiter;
 use crate::telemetry::{Metrics, RequestSource};
@@ -67,7 +67,7 @@ impl Context {
             events: EventLimiter::default(),
             defaults,
             metrics,
-            random: credentials::random_bytes,
+            random: dereference::random_bytes,
             failures: Mutex::default(),
             warned: Mutex::default(),
         }

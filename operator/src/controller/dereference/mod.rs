@@ -11,6 +11,8 @@
 pub mod app_service;
 pub mod credentials;
 
+use rand::Rng as _;
+
 use crate::build::BuildInput;
 use crate::build::appservice::AppServiceTokens;
 use crate::build::credentials::ApiCredentials;
@@ -19,6 +21,14 @@ use crate::defaults::OperatorDefaults;
 use crate::plan::Validated;
 
 use super::{Context, ReconcileError};
+
+/// `N` bytes from the thread-local CSPRNG (ChaCha, seeded from the OS): the seed of generated credentials
+/// and tokens.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
 
 /// What the builders need from the cluster besides the plan.
 pub struct Dereferenced {
@@ -58,8 +68,7 @@ pub(super) async fn dereference(
     if resolved.generated_now {
         tracing::info!("generated LiveKit API credentials");
     }
-    let app_service =
-        app_service::resolve(&ctx.client, validated, app_service::random_bytes).await?;
+    let app_service = app_service::resolve(&ctx.client, validated, random_bytes).await?;
     if app_service.as_ref().is_some_and(|r| r.generated_now) {
         tracing::info!("generated application-service tokens");
     }
