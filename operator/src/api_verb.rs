@@ -1,12 +1,14 @@
 //! The Kubernetes verb of an API request (`get`, `list`, `watch`, `create`, `patch`, ...), from its method,
 //! path and query: the label of the request metrics, and what tests look at to assert "no list".
 
-use std::fmt;
-
 use axum::http::Method;
 
-/// The verbs the operator uses (as RBAC names them), plus `other` for anything else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The verbs the operator uses (as RBAC names them), plus `other` for anything else. The metric label is
+/// the variant's name in snake case (`Get` is `get`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr, strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Verb {
     Get,
     List,
@@ -20,16 +22,7 @@ pub enum Verb {
 
 impl Verb {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Get => "get",
-            Verb::List => "list",
-            Verb::Watch => "watch",
-            Verb::Create => "create",
-            Verb::Update => "update",
-            Verb::Patch => "patch",
-            Verb::Delete => "delete",
-            Verb::Other => "other",
-        }
+        self.into()
     }
 
     /// Classify a request. A GET of a collection is a `list`, or a `watch` with `watch=true`/`watch=1`.
@@ -45,12 +38,6 @@ impl Verb {
             Method::DELETE => Verb::Delete,
             _ => Verb::Other,
         }
-    }
-}
-
-impl fmt::Display for Verb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -79,6 +66,24 @@ fn is_collection(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verb_labels_are_the_rbac_verbs() {
+        // Metric labels are user-visible: a renamed variant must not change them silently.
+        let labels = [
+            (Verb::Get, "get"),
+            (Verb::List, "list"),
+            (Verb::Watch, "watch"),
+            (Verb::Create, "create"),
+            (Verb::Update, "update"),
+            (Verb::Patch, "patch"),
+            (Verb::Delete, "delete"),
+            (Verb::Other, "other"),
+        ];
+        for (verb, label) in labels {
+            assert_eq!((verb.as_str(), verb.to_string()), (label, label.to_owned()));
+        }
+    }
 
     #[test]
     fn verbs_follow_method_path_and_query() {

@@ -169,7 +169,9 @@ impl fmt::Display for ApiFailure {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong applying or pruning; the errors metric's label is the variant's name in snake case.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ApplyError {
     #[error("listing {kind}s failed: {failure}")]
     List {
@@ -197,19 +199,6 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// A short stable label for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ApplyError::List { .. } => "list",
-            ApplyError::Get { .. } => "get",
-            ApplyError::Apply { .. } => "apply",
-            ApplyError::Delete { .. } => "delete",
-            ApplyError::Conflict { .. } => "conflict",
-            ApplyError::Unnamed { .. } => "unnamed",
-            ApplyError::Codec { .. } => "codec",
-        }
-    }
-
     fn codec(child: ChildId, error: &serde_json::Error) -> Self {
         // serde messages can quote the offending value, which for a Secret is secret material.
         let detail = (child.kind != ChildKind::Secret).then(|| error.to_string());

@@ -1,6 +1,7 @@
 //! matrixrtc-operator: reconciles `MatrixRTCTransport` into LiveKit plus the MatrixRTC authorisation service.
 //!
-//! Reconcile is `validate (pure) -> build (pure) -> apply (SSA, dependency order) -> prune -> status`.
+//! Reconcile is `validate (pure) -> dereference (read what the spec refers to) -> build (pure) -> apply (SSA,
+//! dependency order) -> prune -> status`, one module per step under [`controller`].
 //!
 //! Layering (a module uses only those on its left; no cycles):
 //! `api -> plan -> kinds -> build -> validate -> apply, status -> controller, render -> run`.
@@ -10,16 +11,15 @@
 //!   builders what they reserve (ports, volumes, labels, the config keys they set), so each of those is
 //!   defined once, by whoever sets it. (Only the builders' unit tests call `validate`, to make a plan
 //!   from YAML.)
-//! - `apply` stamps ownership and talks to the API server; `controller` runs the pipeline.
+//! - `apply` stamps ownership and talks to the API server; `controller` runs the pipeline, and its
+//!   `dereference` step reads the Secrets the spec refers to (credentials, AS tokens) so `build` stays pure.
 
 pub mod api;
 pub mod api_verb;
-pub mod app_service;
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crdgen;
-pub mod credentials;
 pub mod defaults;
 pub mod event_limit;
 pub mod kinds;

@@ -184,7 +184,7 @@ fn lease_settings(args: &RunArgs) -> Result<LeaseSettings, RunError> {
         .ok_or(RunError::NoLeaseNamespace)?;
     let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "matrixrtc-operator".to_owned());
     // A suffix keeps identities unique even if two processes share a pod name (e.g. a local run).
-    let suffix: String = crate::credentials::random_bytes()[..4]
+    let suffix: String = crate::controller::dereference::random_bytes::<4>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();

@@ -27,8 +27,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api_verb::Verb;
 use kube::Client;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::api_verb::Verb;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -54,16 +57,38 @@ pub fn init_logging(format: LogFormat, filter: Option<&str>) {
         Some(Err(error)) => (tracing_subscriber::EnvFilter::new("info"), Some(error)),
         None => (tracing_subscriber::EnvFilter::new("info"), None),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     // Only a second initialisation (tests) can fail; keeping the first subscriber is fine.
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    let _ = subscriber(format, filter, std::io::stderr).try_init();
     if let Some(error) = bad {
         tracing::warn!(%error, "invalid log filter; using info");
+    }
+}
+
+/// The subscriber [`init_logging`] installs, writing to `writer`. A line carries the fields of the spans it
+/// was logged in, so a reconcile's lines name their transport without repeating it: in text after the
+/// span's name (`reconcile{namespace=calls transport=demo}:dereference: ...`), in JSON under `span` (the
+/// innermost) and `spans` (all of them, outermost first), beside the event's own fields at the top level.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.with_ansi(false).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .finish(),
+        ),
     }
 }
 
@@ -78,20 +103,13 @@ struct RequestLabels {
     verb: &'static str,
 }
 
-/// Who made an API request: a reconcile, or the watches that feed the controller and its caches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Who made an API request: a reconcile, or the watches that feed the controller and its caches. The
+/// metric label is the variant's name in snake case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum RequestSource {
     Reconcile,
     Watch,
-}
-
-impl RequestSource {
-    fn as_str(self) -> &'static str {
-        match self {
-            RequestSource::Reconcile => "reconcile",
-            RequestSource::Watch => "watch",
-        }
-    }
 }
 
 /// The operator's metrics. Cloning shares the underlying counters.
@@ -162,7 +180,7 @@ impl Metrics {
     fn count_request(&self, source: RequestSource, verb: Verb) {
         self.requests
             .get_or_create(&RequestLabels {
-                source: source.as_str(),
+                source: source.into(),
                 verb: verb.as_str(),
             })
             .inc();
@@ -284,9 +302,114 @@ pub async fn bind(
     Ok((bound, server))
 }
 
+/// Log lines captured in memory, for tests that assert on what is logged.
+#[cfg(test)]
+pub mod captured {
+    use std::sync::{Arc, Mutex};
+
+    use super::{LogFormat, subscriber};
+
+    /// What a subscriber of [`subscriber`] wrote.
+    #[derive(Clone, Default)]
+    pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+    impl CapturedLog {
+        /// A subscriber writing here as `--log-format json` does, at `filter` (install it with e.g.
+        /// `tracing::subscriber::set_default`).
+        pub fn json_subscriber(&self, filter: &str) -> Box<dyn tracing::Subscriber + Send + Sync> {
+            self.subscriber(LogFormat::Json, filter)
+        }
+
+        pub fn subscriber(
+            &self,
+            format: LogFormat,
+            filter: &str,
+        ) -> Box<dyn tracing::Subscriber + Send + Sync> {
+            let log = self.clone();
+            subscriber(
+                format,
+                tracing_subscriber::EnvFilter::new(filter),
+                move || log.clone(),
+            )
+        }
+
+        /// Everything written so far.
+        pub fn text(&self) -> String {
+            let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            String::from_utf8(bytes).expect("log lines are UTF-8")
+        }
+
+        /// Every JSON line written so far, parsed.
+        pub fn lines(&self) -> Vec<serde_json::Value> {
+            self.text()
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+                .collect()
+        }
+    }
+
+    impl std::io::Write for CapturedLog {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::captured::CapturedLog;
     use super::*;
+
+    /// Logs one line the way a reconcile step does, to `log` in `format`.
+    fn log_in_spans(log: &CapturedLog, format: LogFormat) {
+        tracing::subscriber::with_default(log.subscriber(format, "info"), || {
+            let outer = tracing::error_span!(
+                "reconcile",
+                namespace = Some("calls"),
+                transport = Some("demo")
+            );
+            let _outer = outer.enter();
+            tracing::info_span!("apply_children").in_scope(|| {
+                tracing::info!(child = "ConfigMap/demo-livekit", "applied");
+            });
+        });
+    }
+
+    #[test]
+    fn text_lines_carry_the_fields_of_their_spans() {
+        let log = CapturedLog::default();
+        log_in_spans(&log, LogFormat::Text);
+        let text = log.text();
+        assert!(
+            text.contains(
+                r#"reconcile{namespace="calls" transport="demo"}:apply_children: matrixrtc_operator::telemetry::tests: applied child="ConfigMap/demo-livekit""#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_their_spans() {
+        let log = CapturedLog::default();
+        log_in_spans(&log, LogFormat::Json);
+        let lines = log.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["message"], "applied");
+        assert_eq!(line["child"], "ConfigMap/demo-livekit");
+        assert_eq!(line["span"]["name"], "apply_children");
+        assert_eq!(line["spans"][0]["name"], "reconcile");
+        assert_eq!(line["spans"][0]["namespace"], "calls");
+        assert_eq!(line["spans"][0]["transport"], "demo");
+    }
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;

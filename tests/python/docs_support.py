@@ -364,35 +364,59 @@ def condition_reasons(src: Path = OPERATOR_SRC) -> dict[str, set[str]]:
     """Every literal condition reason the operator can write, by the source file it comes from.
 
     - status.rs: the reasons given to `condition(condition::X, true|false, "Reason", ...)`;
-    - controller.rs: the `=> "Reason"` arms of `fn condition_reason` and `reason: "Reason"` outcomes;
-    - credentials.rs: the `=> "Reason"` arms of `ResolveError::reason` (used by `condition_reason`).
+    - controller/mod.rs: the `=> "Reason"` arms of `fn condition_reason`, and `reason: "Reason"` outcomes in
+      any module of controller/;
+    - controller/dereference/credentials.rs and app_service.rs: the `=> "Reason"` arms of their error's
+      `reason` (which `condition_reason` delegates to).
     """
     found: dict[str, set[str]] = {}
     status = _without_tests((src / "status.rs").read_text(encoding="utf-8"))
     literal = re.findall(r'condition\(\s*condition::[A-Z_]+,\s*(?:true|false),\s*"([A-Za-z]+)"', status)
-    # The one call that passes a variable forwards `Outcome::Failed`'s reason, which controller.rs supplies.
+    # The one call that passes a variable forwards `Outcome::Failed`'s reason, which the controller supplies.
     forwarded = re.findall(r"condition\(\s*condition::[A-Z_]+,\s*(?:true|false),\s*reason,", status)
     calls = re.findall(r"condition\(\s*condition::", status)
     _all_accounted_for("status.rs", "condition(condition::", len(calls), len(literal) + len(forwarded))
     found["status.rs"] = set(literal)
 
-    controller = _without_tests((src / "controller.rs").read_text(encoding="utf-8"))
-    arms = _block_after(controller, "fn condition_reason", "controller.rs")
+    controller = _without_tests((src / CONTROLLER_MOD).read_text(encoding="utf-8"))
+    arms = _block_after(controller, "fn condition_reason", CONTROLLER_MOD)
     arm_literals = re.findall(r'=>\s*"([A-Za-z]+)"', arms)
     delegated = re.findall(r"=>\s*error\.reason\(\)", arms)
-    _all_accounted_for("controller.rs condition_reason", "=>", arms.count("=>"), len(arm_literals) + len(delegated))
-    found["controller.rs"] = set(arm_literals) | set(re.findall(r'\breason:\s*"([A-Za-z]+)"', controller))
+    _all_accounted_for(f"{CONTROLLER_MOD} condition_reason", "=>", arms.count("=>"), len(arm_literals) + len(delegated))
+    outcomes = {
+        reason
+        for text in _controller_sources(src).values()
+        for reason in re.findall(r'\breason:\s*"([A-Za-z]+)"', text)
+    }
+    found[CONTROLLER_MOD] = set(arm_literals) | outcomes
 
-    credentials = _without_tests((src / "credentials.rs").read_text(encoding="utf-8"))
-    reason_fn = _block_after(credentials, "pub fn reason(&self)", "credentials.rs")
-    credential_literals = re.findall(r'=>\s*"([A-Za-z]+)"', reason_fn)
-    _all_accounted_for("credentials.rs reason", "=>", reason_fn.count("=>"), len(credential_literals))
-    found["credentials.rs"] = set(credential_literals)
+    for file in DELEGATED_REASONS:
+        source = _without_tests((src / file).read_text(encoding="utf-8"))
+        reason_fn = _block_after(source, "pub fn reason(&self)", file)
+        literals = re.findall(r'=>\s*"([A-Za-z]+)"', reason_fn)
+        _all_accounted_for(f"{file} reason", "=>", reason_fn.count("=>"), len(literals))
+        found[file] = set(literals)
 
     for file, reasons in found.items():
         if not reasons:
             raise DocsSourceError(f"operator/src/{file}: no condition reason found; has the code changed shape?")
     return found
+
+
+# The controller's modules, relative to operator/src: the pipeline with `condition_reason`, and the errors whose
+# `reason()` it delegates to.
+CONTROLLER_MOD = "controller/mod.rs"
+DELEGATED_REASONS = ("controller/dereference/credentials.rs", "controller/dereference/app_service.rs")
+
+
+def _controller_sources(src: Path) -> dict[str, str]:
+    """The production code of every module under operator/src/controller (tests cut off), by relative path."""
+    files = sorted(path for path in (src / "controller").rglob("*.rs") if path.name != "tests.rs")
+    if not files:
+        raise DocsSourceError(f"{src / 'controller'}: no Rust modules")
+    return {
+        path.relative_to(src).as_posix(): _without_tests(path.read_text(encoding="utf-8")) for path in files
+    }
 
 
 def _all_accounted_for(where: str, what: str, total: int, understood: int) -> None:
@@ -409,10 +433,13 @@ def event_reasons(src: Path = OPERATOR_SRC) -> set[str]:
 
     Warning Events about a Degraded condition reuse that condition's reason, which `condition_reasons` covers.
     """
-    controller = _without_tests((src / "controller.rs").read_text(encoding="utf-8"))
-    reasons = set(re.findall(r'EventType::(?:Normal|Warning),\s*"([A-Za-z]+)"', controller))
+    reasons = {
+        reason
+        for text in _controller_sources(src).values()
+        for reason in re.findall(r'EventType::(?:Normal|Warning),\s*"([A-Za-z]+)"', text)
+    }
     if not reasons:
-        raise DocsSourceError("operator/src/controller.rs: no Event reason found; has the code changed shape?")
+        raise DocsSourceError("operator/src/controller/: no Event reason found; has the code changed shape?")
     return reasons
 
 

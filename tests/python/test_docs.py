@@ -217,7 +217,8 @@ def test_every_event_reason_is_explained_in_troubleshooting() -> None:
 
 
 def test_reason_extraction_refuses_code_it_does_not_understand(tmp_path: Path) -> None:
-    for name in ("status.rs", "controller.rs", "credentials.rs"):
+    for name in ("status.rs", ds.CONTROLLER_MOD, *ds.DELEGATED_REASONS):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((ds.OPERATOR_SRC / name).read_text(encoding="utf-8"), encoding="utf-8")
     status = tmp_path / "status.rs"
     # A new condition whose reason comes from a helper call: the extractor cannot see it and must say so.

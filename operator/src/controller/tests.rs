@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::ByteString;
@@ -12,14 +13,19 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
 use matrixrtc_test_support::fake_api::{FakeApi, Recorded};
 use serde_json::{Value, json};
 
+use super::watches::{LAST_APPLIED, managed_selector};
 use super::*;
 use crate::api::{MatrixRTCTransport, MatrixRTCTransportStatus};
-use crate::build::names;
+use crate::apply::cache::ChildCache;
+use crate::build::{labels, names};
 use crate::defaults::OperatorDefaults;
+use crate::status;
 use crate::telemetry::Telemetry;
+use crate::telemetry::captured::CapturedLog;
 
 const NS: &str = "calls";
 const NAME: &str = "demo";
@@ -758,6 +764,97 @@ async fn failures_back_off_exponentially_per_object_and_reset_on_success() {
 }
 
 #[test]
+fn metric_labels_stay_what_dashboards_know() {
+    use crate::apply::ChildId;
+    use crate::kinds::ChildKind;
+    let failure = || ApiFailure {
+        code: Some(500),
+        reason: "InternalError".into(),
+        message: None,
+    };
+    let child = || ChildId {
+        kind: ChildKind::Deployment,
+        name: "x".into(),
+    };
+    // Metric labels are user-visible: derived from the variant names, so a rename must show up here.
+    let labels = [
+        (
+            ReconcileError::Credentials(ResolveError::Read {
+                name: "x".into(),
+                failure: failure(),
+            }),
+            "credentials",
+        ),
+        (
+            ReconcileError::AppService(AppServiceError::NotOwned { name: "x".into() }),
+            "app_service",
+        ),
+        (
+            ReconcileError::Build(BuildError::UnobservedSecret("x".into())),
+            "build",
+        ),
+        (ReconcileError::Status(failure()), "status"),
+        (ReconcileError::Incomplete, "incomplete"),
+        (
+            ReconcileError::PortConflict(crate::port_conflicts::Clash {
+                port: 30000,
+                holder_namespace: "a".into(),
+                holder_name: "b".into(),
+            }),
+            "port_conflict",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::List {
+                kind: ChildKind::Secret,
+                failure: failure(),
+            }),
+            "list",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Get {
+                child: child(),
+                failure: failure(),
+            }),
+            "get",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Apply {
+                child: child(),
+                failure: failure(),
+            }),
+            "apply",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Delete {
+                child: child(),
+                failure: failure(),
+            }),
+            "delete",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Conflict { child: child() }),
+            "conflict",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Unnamed {
+                kind: ChildKind::Service,
+            }),
+            "unnamed",
+        ),
+        (
+            ReconcileError::Apply(ApplyError::Codec {
+                child: child(),
+                detail: None,
+            }),
+            "codec",
+        ),
+    ];
+    for (error, label) in &labels {
+        assert_eq!(error.metric_reason(), *label, "{error:?}");
+    }
+}
+
+#[test]
 fn every_failure_reason_is_a_listed_condition_reason() {
     use crate::apply::ChildId;
     use crate::kinds::ChildKind;
@@ -813,79 +910,6 @@ fn every_failure_reason_is_a_listed_condition_reason() {
     }
     // Written directly by `report_unreadable`.
     assert!(status::REASONS.contains(&"UnreadableSpec"));
-}
-
-#[test]
-fn backoff_doubles_and_is_capped() {
-    assert_eq!(backoff(1), Duration::from_secs(5));
-    assert_eq!(backoff(2), Duration::from_secs(10));
-    assert_eq!(backoff(4), Duration::from_secs(40));
-    assert_eq!(backoff(7), MAX_BACKOFF);
-    assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
-}
-
-#[test]
-fn event_notes_are_truncated_on_a_char_boundary() {
-    let long = "é".repeat(EVENT_NOTE_LIMIT);
-    let cut = truncate(long, EVENT_NOTE_LIMIT);
-    assert!(cut.len() <= EVENT_NOTE_LIMIT && cut.ends_with("..."));
-    assert_eq!(truncate("short".into(), EVENT_NOTE_LIMIT), "short");
-}
-
-#[test]
-fn secrets_map_to_the_transports_that_reference_them() {
-    let (reader, mut writer) = kube::runtime::reflector::store::<Guarded>();
-    let make = |name: &str, namespace: &str, patch: Value| {
-        let mut spec = minimal_spec();
-        if let (Some(spec), Value::Object(patch)) = (spec.as_object_mut(), patch) {
-            spec.extend(patch);
-        }
-        let cr: MatrixRTCTransport = serde_json::from_value(json!({
-            "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
-            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
-            "spec": spec,
-        }))
-        .unwrap();
-        DeserializeGuard(Ok(cr))
-    };
-    let shared = || json!({"credentials": {"secretName": "shared"}});
-    for object in [
-        make("a", NS, shared()),
-        make("b", NS, json!({})),
-        make("c", "elsewhere", shared()),
-        make(
-            "d",
-            NS,
-            json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "tls": {"port": 30003, "secretName": "shared"}}}}}),
-        ),
-        make(
-            "e",
-            NS,
-            json!({"livekit": {"managed": {"replicas": 2, "redis": {"address": "redis:6379", "passwordSecret": {"name": "shared", "key": "p"}}, "media": {"service": {"externalTrafficPolicy": "Local"}}}}}),
-        ),
-        make(
-            "f",
-            NS,
-            json!({"auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
-        ),
-        // Invalid (an external LiveKit without credentials): it waits for a spec change instead.
-        make(
-            "g",
-            NS,
-            json!({"livekit": {"external": {"url": "wss://sfu.example.net"}}, "auth": {"redis": {"urlSecret": {"name": "shared", "key": "url"}}}}),
-        ),
-    ] {
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(object));
-    }
-    let mut secret = PartialObjectMeta::<Secret>::default();
-    secret.metadata.name = Some("shared".into());
-    secret.metadata.namespace = Some(NS.into());
-    let mut refs: Vec<String> = referencing(&reader, &secret)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    refs.sort();
-    assert_eq!(refs, ["a", "d", "e", "f"]);
 }
 
 /// A Secret with `data` in the test namespace.
@@ -1273,31 +1297,6 @@ async fn a_nodeport_clash_is_named_and_the_loser_applies_nothing() {
     assert_eq!(h.condition("Degraded").0, "False");
 }
 
-#[test]
-fn resyncs_of_many_transports_are_spread_over_half_a_period() {
-    let delays: Vec<Duration> = (0..1000)
-        .map(|i| resync_after(&format!("tenant-{i}/rtc")))
-        .collect();
-    assert!(
-        delays
-            .iter()
-            .all(|d| *d >= RESYNC * 3 / 4 && *d < RESYNC * 5 / 4),
-        "out of range"
-    );
-    // Ten buckets of 30 s each: none empty and none holding more than a quarter of the transports.
-    let mut buckets = [0usize; 10];
-    for d in &delays {
-        let index = (d.as_secs() - (RESYNC * 3 / 4).as_secs()) / 30;
-        buckets[usize::try_from(index).unwrap().min(9)] += 1;
-    }
-    assert!(buckets.iter().all(|&b| b > 0 && b < 250), "{buckets:?}");
-    assert_eq!(
-        resync_after("a/b"),
-        resync_after("a/b"),
-        "stable per object"
-    );
-}
-
 fn app_service_spec(extra: Value) -> Value {
     let mut spec = minimal_spec();
     spec["auth"] = json!({"appService": {"enabled": true}});
@@ -1492,6 +1491,68 @@ async fn a_registration_secret_the_operator_did_not_create_is_refused_and_left_a
     assert!(h.fake.get::<Secret>(NS, "synapse-as").is_some());
     let kept: Secret = h.fake.get(NS, "synapse-config").unwrap();
     assert_eq!(kept.data, foreign.data);
+}
+
+#[tokio::test]
+async fn log_lines_of_a_reconcile_name_the_transport_through_its_span() {
+    let log = CapturedLog::default();
+    let _logging = tracing::subscriber::set_default(log.json_subscriber("info"));
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.reconcile().await.unwrap();
+
+    let lines = log.lines();
+    let applied: Vec<&Value> = lines.iter().filter(|l| l["message"] == "applied").collect();
+    assert!(!applied.is_empty(), "no `applied` line in {lines:?}");
+    for line in applied {
+        let reconcile = &line["spans"][0];
+        assert_eq!(
+            (
+                &reconcile["name"],
+                &reconcile["namespace"],
+                &reconcile["transport"],
+                &reconcile["generation"]
+            ),
+            (&json!("reconcile"), &json!(NS), &json!(NAME), &json!(1)),
+            "{line}"
+        );
+        assert_eq!(line["span"]["name"], "apply_children", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_failure_logged_under_a_warn_filter_still_names_its_transport() {
+    let log = CapturedLog::default();
+    let _logging = tracing::subscriber::set_default(log.json_subscriber("warn"));
+    let h = Harness::new();
+    h.create(minimal_spec());
+    h.fake.fail_next(
+        Method::PATCH,
+        &format!("/configmaps/{}", names::livekit(NAME)),
+        500,
+    );
+    let error = h.reconcile().await.expect_err("apply fails");
+    error_policy(
+        Arc::new(DeserializeGuard(Ok(h.transport()))),
+        &error,
+        h.ctx.clone(),
+    );
+
+    let lines = log.lines();
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "reconcile failed")
+        .unwrap_or_else(|| panic!("no `reconcile failed` line in {lines:?}"));
+    assert_eq!(
+        (
+            &failed["span"]["name"],
+            &failed["span"]["namespace"],
+            &failed["span"]["transport"]
+        ),
+        (&json!("reconcile"), &json!(NS), &json!(NAME)),
+        "{failed}"
+    );
+    assert!(failed.get("object").is_none(), "{failed}");
 }
 
 #[tokio::test]

@@ -19,7 +19,6 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
-use rand::Rng as _;
 
 use crate::apply::ApiFailure;
 use crate::build::credentials::{ApiCredentials, CredentialsError, RANDOM_BYTES};
@@ -82,13 +81,6 @@ impl ResolveError {
             ResolveError::ReadReferenced { .. } => "ReferencedSecretUnreadable",
         }
     }
-}
-
-/// Bytes from the thread-local CSPRNG (ChaCha, seeded from the OS).
-pub fn random_bytes() -> [u8; RANDOM_BYTES] {
-    let mut bytes = [0u8; RANDOM_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
 }
 
 /// Read (or, for a generated Secret that does not exist yet, make) the credentials for `source`.

@@ -13,7 +13,6 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
-use rand::Rng as _;
 
 use crate::apply::ApiFailure;
 use crate::build::appservice::{AppServiceTokens, RANDOM_BYTES, TokensError};
@@ -53,13 +52,6 @@ impl AppServiceError {
             AppServiceError::NotOwned { .. } => "RegistrationSecretNotOwned",
         }
     }
-}
-
-/// Bytes from the thread-local CSPRNG (ChaCha, seeded from the OS).
-pub fn random_bytes() -> [u8; RANDOM_BYTES] {
-    let mut bytes = [0u8; RANDOM_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
 }
 
 /// The tokens for `v` (None when AS mode is off), after checking that the registration copy, if any, is
