@@ -8,19 +8,19 @@
 //! for that kind ([`ScopeWatches::trigger`]): one watch per kind, not one for the cache and one for
 //! `Controller::owns` (which also decoded every Secret's data just to find its owner).
 //!
-//! - Every owned kind but Secrets ([`crate::kinds`]) is cached with its body (what the "already applied?"
-//!   comparison needs), without `managedFields` (the bulk of a live object, never read), and the body as
-//!   its JSON text ([`CachedChild`]), parsed back only for the few children of the transport being
-//!   reconciled. Why: a parsed `serde_json::Value` spends a B-tree node (over half a kilobyte) on every
-//!   small map of a Kubernetes object; at 1,000 transports the parsed bodies made most of the operator's
-//!   155 MiB resident memory (docs/benchmark.md).
+//! - Every owned kind but Secrets ([`crate::kinds`]) is cached whole (what the "already applied?"
+//!   comparison needs), without `managedFields` (the bulk of a live object, never read), as its JSON text
+//!   ([`CachedChild`]), parsed back only for the few children of the transport being reconciled; parsed
+//!   are only the metadata the store and the owner triggers read, and the labels as a short list. Why: a
+//!   parsed map (a `serde_json::Value` object, or the labels of an `ObjectMeta`) spends a B-tree node of
+//!   over half a kilobyte on every small map; at 1,000 transports the parsed bodies made most of the
+//!   operator's 155 MiB resident memory, and the parsed metadata most of what was left (docs/benchmark.md).
 //! - Secrets are cached as metadata only, so no Secret content sits in the operator's memory; the body of
 //!   an owned Secret is read with a GET by name when it is about to be compared.
 //! - A cache can be behind the API server for a moment after a write; the worst that does is one
 //!   server-side apply that changes nothing (which makes no watch event, so it cannot loop).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta};
-use kube::core::{DynamicResourceScope, PartialObjectMeta, TypeMeta};
+use kube::core::{DynamicResourceScope, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -41,42 +41,64 @@ use crate::kinds::ChildKind;
 /// How long a reconcile waits for the caches' first list before giving up (and retrying with backoff).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A cached child: its metadata parsed (what the store and the owner triggers read), the rest of it kept
-/// as the JSON text it arrived as (a fraction of the memory of the parsed tree).
+/// A cached child: the few metadata fields the store and the owner triggers read, parsed; its labels
+/// as a short list (what selection reads); the whole object, `managedFields` aside, kept as the JSON
+/// text it arrived as (a fraction of the memory of the parsed tree).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "DynamicObject")]
 pub struct CachedChild {
-    types: Option<TypeMeta>,
+    /// Name, namespace, uid, resourceVersion and owner references only.
     metadata: ObjectMeta,
-    body: Box<str>,
+    labels: Box<[(Box<str>, Box<str>)]>,
+    object: Box<str>,
 }
 
 impl From<DynamicObject> for CachedChild {
-    fn from(object: DynamicObject) -> Self {
+    fn from(mut object: DynamicObject) -> Self {
+        object.metadata.managed_fields = None;
+        let full = &object.metadata;
+        let metadata = ObjectMeta {
+            name: full.name.clone(),
+            namespace: full.namespace.clone(),
+            uid: full.uid.clone(),
+            resource_version: full.resource_version.clone(),
+            owner_references: full.owner_references.clone(),
+            ..ObjectMeta::default()
+        };
+        let labels = full
+            .labels
+            .iter()
+            .flatten()
+            .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
+            .collect();
+        // Serialising a `DynamicObject` cannot fail: it is JSON already.
+        let object = serde_json::to_string(&object).unwrap_or_default();
         Self {
-            types: object.types,
-            metadata: object.metadata,
-            body: object.data.to_string().into_boxed_str(),
+            metadata,
+            labels,
+            object: object.into_boxed_str(),
         }
     }
 }
 
 impl CachedChild {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, value)| &**value)
+    }
+
     /// The object as the apply step compares it. The text is what `serde_json` printed, so parsing it
     /// back fails only past its nesting limit, which no object of an owned kind reaches.
     fn to_dynamic(&self, kind: ChildKind) -> Result<DynamicObject, ApplyError> {
-        let data = serde_json::from_str(&self.body).map_err(|error| ApplyError::List {
+        serde_json::from_str(&self.object).map_err(|error| ApplyError::List {
             kind,
             failure: ApiFailure {
                 code: None,
                 reason: "CacheUnreadable".to_owned(),
                 message: Some(format!("a cached {kind:?} could not be read back: {error}")),
             },
-        })?;
-        Ok(DynamicObject {
-            types: self.types.clone(),
-            metadata: self.metadata.clone(),
-            data,
         })
     }
 }
@@ -203,7 +225,6 @@ impl ChildCache {
                 bodies.push((kind, writer.as_reader()));
                 let touched = watcher(api, config.clone())
                     .default_backoff()
-                    .modify(|object: &mut CachedChild| object.managed_fields_mut().clear())
                     .reflect(writer)
                     .touched_objects()
                     .boxed();
@@ -260,7 +281,7 @@ impl ChildCache {
             for cached in store.state() {
                 if is_match(
                     cached.metadata.namespace.as_deref(),
-                    cached.labels(),
+                    |key| cached.label(key),
                     owner,
                     &wanted,
                 ) {
@@ -274,7 +295,15 @@ impl ChildCache {
                 .secrets
                 .state()
                 .into_iter()
-                .filter(|o| is_match(o.metadata.namespace.as_deref(), o.labels(), owner, &wanted))
+                .filter(|o| {
+                    let labels = o.labels();
+                    is_match(
+                        o.metadata.namespace.as_deref(),
+                        |key| labels.get(key).map(String::as_str),
+                        owner,
+                        &wanted,
+                    )
+                })
                 .map(|o| {
                     let object = DynamicObject {
                         types: None,
@@ -359,9 +388,9 @@ fn selector_terms(selector: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-fn is_match(
+fn is_match<'a>(
     namespace: Option<&str>,
-    labels: &BTreeMap<String, String>,
+    label: impl Fn(&str) -> Option<&'a str>,
     owner: &Owner,
     wanted: &Option<Vec<(String, String)>>,
 ) -> bool {
@@ -369,7 +398,7 @@ fn is_match(
         && wanted.as_ref().is_some_and(|terms| {
             terms
                 .iter()
-                .all(|(key, value)| labels.get(key) == Some(value))
+                .all(|(key, value)| label(key) == Some(value.as_str()))
         })
 }
 
@@ -393,7 +422,9 @@ mod tests {
         let object: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "demo", "namespace": "ns", "labels": {"a": "b"}, "uid": "u-1"},
+            "metadata": {"name": "demo", "namespace": "ns", "labels": {"a": "b"}, "uid": "u-1",
+                         "annotations": {"note": "kept"},
+                         "managedFields": [{"manager": "m", "operation": "Apply"}]},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [
                 {"name": "c", "image": "i", "ports": [{"containerPort": 7880, "protocol": "TCP"}],
                  "resources": {}, "env": [{"name": "X", "value": "ü \" \\ \n"}]}
@@ -404,12 +435,18 @@ mod tests {
         let cached: CachedChild =
             serde_json::from_value(serde_json::to_value(&object).expect("serialisable"))
                 .expect("a cached child deserialises like a dynamic object");
-        assert_eq!(cached.metadata, object.metadata);
+        assert_eq!(cached.metadata.name, object.metadata.name);
+        assert_eq!(cached.metadata.uid, object.metadata.uid);
+        assert_eq!(cached.metadata.labels, None, "labels are kept apart");
+        assert_eq!(cached.label("a"), Some("b"));
+        assert_eq!(cached.label("c"), None);
         let back = cached
             .to_dynamic(ChildKind::Deployment)
             .expect("reads back");
         assert_eq!(back.types, object.types);
-        assert_eq!(back.metadata, object.metadata);
+        let mut without_managed_fields = object.metadata.clone();
+        without_managed_fields.managed_fields = None;
+        assert_eq!(back.metadata, without_managed_fields);
         assert_eq!(back.data, object.data);
     }
 }
