@@ -93,6 +93,10 @@ class AsSynapse(Synapse):
                 # The service is on loopback; Synapse's proxy client refuses it otherwise.
                 "ip_range_blacklist": [],
                 "max_event_delay_duration": "1h",
+                # Unauthenticated delayed-event management (restart/send by delay ID alone) is limited per
+                # client address, which every job of a service shares. One call, then none for 1000 s: a
+                # job that did not assert its user (as-mode spec §5.3) is refused at once.
+                "rc_delayed_event_mgmt": {"per_second": 0.001, "burst_count": 1},
                 # Federation between two test servers on loopback, each with its own self-signed leaf.
                 "federation_verify_certificates": False,
             }

@@ -250,6 +250,48 @@ def test_delegated_leave_is_looked_up_as_the_user(hs, alice, bob, livekit, servi
     assert livekit.snapshot() == [], "delegation creates no room"
 
 
+def call_member_state(hs: AsSynapse, user: MatrixUser, room_id: str) -> int:
+    """The status of the user's call-member state event (404 until the delayed leave was sent)."""
+    room = urllib.parse.quote(room_id, safe="")
+    state_key = urllib.parse.quote(f"_{user.user_id}_{user.device_id}", safe="")
+    return hs.client(
+        "GET", f"/_matrix/client/v3/rooms/{room}/state/org.matrix.msc3401.call.member/{state_key}", token=user.access_token
+    ).status
+
+
+def test_delegated_leave_is_restarted_and_sent_as_the_user(hs, alice, livekit, service) -> None:
+    """Spec §5.3: an AS job's `restart` and `send` go to our homeserver with the AS token and `?user_id=`.
+    Synapse limits unauthenticated delayed-event management per client address (one call here, see
+    as_support.py); the asserted calls are the AS's, which is not rate-limited."""
+    instance = service()
+    room_id = public_room(hs, alice)
+    delay_id = delayed_leave(hs, alice, room_id)
+    assert call_member_state(hs, alice, room_id) == 404, "not sent yet"
+    # Use up the per-address allowance of unauthenticated calls, from the service's address.
+    unauthenticated = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/syd_nothing/restart"
+    statuses = [hs.client("POST", unauthenticated, {}).status for _ in range(2)]
+    assert statuses[-1] == 429, statuses
+    body = {**token_body(livekit, room_id), "delay_id": delay_id}
+    response = hs.client(
+        "POST", "/_matrix/client/v1/rtc/livekit/delegate_delayed_leave", body, token=alice.access_token
+    )
+    assert (response.status, response.json()) == (200, {})
+    participant = {
+        "room": {"sid": "RM_fake", "name": room_alias(room_id, SLOT_ID)},
+        "participant": {"sid": "PA_alice", "identity": h(alice.user_id, body["member_id"])},
+        "createdAt": str(int(time.time())),
+    }
+    signed_webhook(instance, {"event": "participant_joined", "id": "EV_1", **participant})
+    time.sleep(0.5)  # the job restarts the delayed event on connecting
+    left = {**participant, "participant": {**participant["participant"], "disconnectReason": "CLIENT_INITIATED"}}
+    signed_webhook(instance, {"event": "participant_left", "id": "EV_2", **left})
+
+    deadline = time.monotonic() + 10  # the event's own delay is 60 s
+    while time.monotonic() < deadline and call_member_state(hs, alice, room_id) == 404:
+        time.sleep(0.2)
+    assert call_member_state(hs, alice, room_id) == 200, instance.log.read_text()[-3000:]
+
+
 def test_required_membership_on_the_standalone_endpoints(hs, alice, bob, livekit, service) -> None:
     instance = service(LIVEKIT_REQUIRE_MEMBERSHIP="true")
     room_id = hs.create_room(alice)

@@ -1,31 +1,79 @@
 //! The two outside services a job talks to, as traits so that the runner's tests substitute fakes: the
 //! homeserver's delayed-event API and LiveKit's participant lookup.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
+use crate::delegation::job::JobParams;
 use crate::livekit::twirp::RoomService;
 use crate::matrix::client_api::{ClientApi, ClientApiError};
 use crate::matrix::delayed_event::{Action, Reply};
+use crate::matrix::own_homeserver::OwnHomeserver;
 
-/// The homeserver's delayed-event API: one attempt of an action.
+/// The homeserver's delayed-event API: one attempt of an action on a job's delayed event.
 pub trait DelayedEventApi: Send + Sync {
-    /// `Err` means the client-server API of `server_name` could not be found.
+    /// `Err` means the client-server API of the job's server could not be found.
     fn attempt<'a>(
         &'a self,
-        server_name: &'a str,
-        delay_id: &'a str,
+        params: &'a JobParams,
         action: Action,
     ) -> BoxFuture<'a, Result<Reply, ClientApiError>>;
 }
 
-impl DelayedEventApi for ClientApi {
+/// The production [`DelayedEventApi`]. A standalone job's call goes, without credentials, to the
+/// client-server API of its user's homeserver (spec §5.5: the delay ID is the capability). An AS-mode
+/// job's call goes to our own homeserver as its user, with the AS token and `?user_id=` (as-mode spec
+/// §5.3), through [`OwnHomeserver`].
+pub struct DelayedEvents {
+    client_api: Arc<ClientApi>,
+    /// In AS mode only.
+    own: Option<Arc<OwnHomeserver>>,
+}
+
+impl DelayedEvents {
+    pub fn new(client_api: Arc<ClientApi>, own: Option<Arc<OwnHomeserver>>) -> Self {
+        Self { client_api, own }
+    }
+}
+
+impl DelayedEventApi for DelayedEvents {
     fn attempt<'a>(
         &'a self,
-        server_name: &'a str,
-        delay_id: &'a str,
+        params: &'a JobParams,
         action: Action,
     ) -> BoxFuture<'a, Result<Reply, ClientApiError>> {
-        Box::pin(self.delayed_event(server_name, delay_id, action))
+        Box::pin(async move {
+            let (server_name, delay_id) = (params.server_name.as_str(), params.delay_id.as_str());
+            let own = self
+                .own
+                .as_ref()
+                .filter(|own| own.server_name() == server_name);
+            match (&params.as_user, own) {
+                (Some(user_id), Some(own)) => {
+                    let base = self.client_api.resolve(server_name).await?;
+                    own.delayed_event_as(&base.url, delay_id, user_id, action)
+                        .await
+                }
+                (Some(_), None) => {
+                    // An AS job resumed by a replica without AS mode for its server (a configuration
+                    // change, or a mixed rollout): the unauthenticated call, which Synapse also takes
+                    // (rate-limited per address), is the best left.
+                    tracing::warn!(
+                        %server_name,
+                        "an AS-mode delegation job runs on a replica without AS mode for its server; calling without identity assertion"
+                    );
+                    self.client_api
+                        .delayed_event(server_name, delay_id, action)
+                        .await
+                }
+                (None, _) => {
+                    self.client_api
+                        .delayed_event(server_name, delay_id, action)
+                        .await
+                }
+            }
+        })
     }
 }
 
