@@ -182,6 +182,7 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
                 },
                 &client_api,
                 RoomService::new(api_url, Arc::clone(&keys), outbound.http().clone())?,
+                Arc::new(delegation.clone()),
                 &metrics,
             )
             .await?,
@@ -227,12 +228,14 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
 }
 
 /// The membership monitor (as-mode spec §8), asking our homeserver as the application service.
-/// `sfu` is a LiveKit client of its own, so that sweeps do not queue behind token requests' calls.
+/// `sfu` is a LiveKit client of its own, so that sweeps do not queue behind token requests' calls; `jobs`
+/// the delegation engine, whose jobs of removed participants it discards.
 async fn start_monitor(
     own: &Arc<OwnHomeserver>,
     settings: membership::Settings,
     client_api: &Arc<ClientApi>,
     sfu: RoomService,
+    jobs: Arc<dyn crate::membership::jobs::Jobs>,
     metrics: &Arc<Metrics>,
 ) -> Result<Monitor, ServerError> {
     let homeserver =
@@ -241,6 +244,7 @@ async fn start_monitor(
         settings,
         Arc::new(homeserver),
         Arc::new(sfu),
+        jobs,
         Arc::clone(metrics),
     )
     .await?)
