@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from processes import (
     SERVICE_START_TIMEOUT,
@@ -121,10 +121,12 @@ class AsSynapse(Synapse):
         )
         return config
 
-    def restart(self, **settings: Any) -> None:
+    def restart(self, while_down: Optional[Callable[[], None]] = None, **settings: Any) -> None:
         """Stops Synapse and starts it again on the same ports, database and keys, with `settings` changed
-        (Synapse reads its configuration once, at start)."""
+        (Synapse reads its configuration once, at start); `while_down` runs in between."""
         stop(self.process)
+        if while_down is not None:
+            while_down()
         self.settings.update(settings)
         config = self.directory / "homeserver.yaml"
         config.write_text(json.dumps(self._config(self.pki), indent=2))  # JSON is YAML

@@ -173,6 +173,41 @@ def test_a_refusal_of_the_remote_homeserver_is_relayed(pair, services, livekit) 
     assert len(livekit.snapshot()) == created, "no room made on A for the refused request"
 
 
+def test_a_member_the_target_server_no_longer_sees_gets_its_403_relayed(pair, services, livekit) -> None:
+    """§10.3 "bob not joined → 403 relayed": A's service refuses bob (not a member as A sees the room) and B
+    passes that 403 on. B checks bob's membership itself first (§6.1 #7), so A's refusal is only reached
+    when B's view is behind A's: alice kicks bob while B is down; A backs off B and delivers the kick only
+    once B contacts it again, which the relayed request itself is."""
+    a, b = pair
+    service_a, _, _ = services
+    alice = a.register(f"alice{uuid.uuid4().hex[:8]}")
+    bob = b.register(f"bob{uuid.uuid4().hex[:8]}")
+    room_id = public_room(a, alice)
+    room = urllib.parse.quote(room_id, safe="")
+    response = b.client(
+        "POST", f"/_matrix/client/v3/join/{room}?server_name={urllib.parse.quote(a.server_name)}", {}, token=bob.access_token
+    )
+    assert response.status == 200, response.body
+
+    def kick() -> None:
+        response = a.client(
+            "POST", f"/_matrix/client/v3/rooms/{room}/kick", {"user_id": bob.user_id}, token=alice.access_token
+        )
+        assert response.status == 200, response.body
+
+    b.restart(while_down=kick)
+    response = get_token(b, bob, token_body(livekit, room_id, server_name=a.server_name))
+
+    assert (response.status, response.json()) == (
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "The requesting user is not a member of the room"},
+    )
+    metrics = processes.http("GET", f"{service_a.url}/metrics").body.decode()
+    refused = 'matrixrtc_auth_requests_total{endpoint="as_federation_get_token",outcome="M_FORBIDDEN"} 1'
+    assert refused in metrics, "the 403 is A's service's, relayed, not B's own"
+    assert livekit.snapshot() == []
+
+
 def test_a_whitelist_on_our_side_that_excludes_the_target_is_a_502(pair, services, livekit) -> None:
     """§5.2 and §10.3: B's own `federation_domain_whitelist` without A makes B's Synapse refuse the
     `fed_proxy` call itself (IO.ELEMENT.MSC4512.M_FEDPROXY_DESTINATION_DENIED, 403): Synapse's refusals are
