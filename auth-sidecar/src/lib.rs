@@ -12,13 +12,14 @@
 //! 1. [`contract`], [`go_json`], [`telemetry`]: names, encodings, logs and metrics; they use nothing.
 //! 2. [`outbound`]: TLS, DNS and the HTTP clients.
 //! 3. [`livekit`], [`matrix`]: the two outside worlds the service talks to (tokens, webhooks and the
-//!    RoomService; discovery, OpenID, the SSRF guard, the client-server API). Neither uses the other.
+//!    RoomService; discovery, OpenID, the SSRF guard, the client-server API, the own homeserver as its
+//!    application service). Neither uses the other.
 //! 4. [`delegation`]: delegated leave jobs, driven through `matrix` (delayed events) and `livekit`
 //!    (participant lookups).
 //! 5. [`config`]: the environment, parsed into the settings types of the levels below (AS mode's and the
 //!    membership monitor's settings too: `config::appservice`, `config::membership`).
 //! 6. [`membership`]: the AS-mode membership monitor (sweeps through `matrix`, kicks through `livekit`,
-//!    tracking in the `delegation` store).
+//!    tracking in the `delegation` store, removed participants' jobs discarded through `delegation`).
 //! 7. [`http`]: the endpoints, over the shared state built from all of the above.
 //! 8. [`appservice`]: AS mode's routes and flows, built on the endpoints' shared steps; it feeds the
 //!    monitor what it issues.

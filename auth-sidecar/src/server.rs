@@ -22,7 +22,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::config::appservice::Registration;
 use crate::config::{BindAddress, Config, Notice};
 use crate::delegation::{self, Delegation, StartError};
 use crate::http::limits::RateLimits;
@@ -33,7 +32,8 @@ use crate::matrix::client_api::{ClientApi, Reach};
 use crate::matrix::full_access::FullAccess;
 use crate::matrix::guard::Guard;
 use crate::matrix::openid::OpenIdVerifier;
-use crate::membership::homeserver::{AsHomeserver, AsHomeserverError, CsApi};
+use crate::matrix::own_homeserver::{OwnHomeserver, OwnHomeserverError};
+use crate::membership::homeserver::{AsHomeserver, CsApi};
 use crate::membership::{self, Monitor};
 use crate::outbound::{Outbound, OutboundError};
 use crate::telemetry::Metrics;
@@ -75,10 +75,8 @@ pub enum ServerError {
     Bind { address: String, source: io::Error },
     #[error("could not install the signal handlers: {0}")]
     Signals(io::Error),
-    #[error("{0}")]
-    AppService(#[from] crate::appservice::SetupError),
-    #[error("membership monitor: {0}")]
-    MonitorHomeserver(#[from] AsHomeserverError),
+    #[error("AS mode: {0}")]
+    OwnHomeserver(#[from] OwnHomeserverError),
     #[error("membership monitor: {0}")]
     MonitorStore(#[from] crate::delegation::store::StoreError),
 }
@@ -97,7 +95,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         Some(monitor) => appservice.with_tracker(Arc::new(monitor.clone())),
         None => appservice,
     };
-    let app = appservice.mount(router(Arc::clone(&state)), &state)?;
+    let app = appservice.mount(router(Arc::clone(&state)), &state);
     let shutdown = shutdown_signal()?;
     let limits_state = Arc::clone(&state);
     let pruning = tokio::spawn(async move {
@@ -143,6 +141,16 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         config.cs_api_url_overrides.clone(),
         ClientApi::CACHE_TTL,
     ));
+    // In AS mode, one client of the own homeserver for the token flows, the monitor and the AS jobs'
+    // delayed-event calls, so that `/is_joined` is negotiated once.
+    let own_homeserver = match &config.appservice.registration {
+        Some(registration) => Some(Arc::new(OwnHomeserver::new(
+            outbound.client_builder(),
+            registration.as_token.expose(),
+            &registration.server_name,
+        )?)),
+        None => None,
+    };
     // A client of its own for the delegation engine's GetParticipant lookups.
     let lookups = RoomService::new(api_url, Arc::clone(&keys), outbound.http().clone())?;
     let delegation = Delegation::start(
@@ -153,15 +161,18 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
             timing: delegation::Timing::from_env(),
             replica_id: config.replica_id.clone(),
         },
-        Arc::clone(&client_api) as _,
+        Arc::new(delegation::DelayedEvents::new(
+            Arc::clone(&client_api),
+            own_homeserver.clone(),
+        )),
         Arc::new(lookups),
         Arc::clone(&metrics),
     )
     .await?;
-    let membership = match &config.appservice.registration {
-        Some(registration) if config.membership.enabled() => Some(
+    let membership = match &own_homeserver {
+        Some(own) if config.membership.enabled() => Some(
             start_monitor(
-                registration,
+                own,
                 membership::Settings {
                     interval: config.membership.interval,
                     concurrency: config.membership.concurrency,
@@ -169,10 +180,9 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
                     replica_id: config.replica_id.clone(),
                     retry: Default::default(),
                 },
-                &outbound,
                 &client_api,
-                api_url,
-                &keys,
+                RoomService::new(api_url, Arc::clone(&keys), outbound.http().clone())?,
+                Arc::new(delegation.clone()),
                 &metrics,
             )
             .await?,
@@ -211,33 +221,30 @@ async fn prepare(config: Config) -> Result<(Arc<AppState>, TcpListener), ServerE
         webhooks,
         delegation,
         client_api,
+        own_homeserver,
         membership,
     });
     Ok((state, listener))
 }
 
 /// The membership monitor (as-mode spec §8), asking our homeserver as the application service.
+/// `sfu` is a LiveKit client of its own, so that sweeps do not queue behind token requests' calls; `jobs`
+/// the delegation engine, whose jobs of removed participants it discards.
 async fn start_monitor(
-    registration: &Registration,
+    own: &Arc<OwnHomeserver>,
     settings: membership::Settings,
-    outbound: &Outbound,
     client_api: &Arc<ClientApi>,
-    api_url: &str,
-    keys: &Arc<crate::livekit::keys::KeySet>,
+    sfu: RoomService,
+    jobs: Arc<dyn crate::membership::jobs::Jobs>,
     metrics: &Arc<Metrics>,
 ) -> Result<Monitor, ServerError> {
-    let homeserver = AsHomeserver::new(
-        outbound.client_builder(),
-        CsApi::Discovered(Arc::clone(client_api)),
-        &registration.server_name,
-        registration.as_token.expose(),
-    )?;
-    // Its own LiveKit client, so that sweeps do not queue behind token requests' calls.
-    let sfu = RoomService::new(api_url, Arc::clone(keys), outbound.http().clone())?;
+    let homeserver =
+        AsHomeserver::with_own(Arc::clone(own), CsApi::Discovered(Arc::clone(client_api)));
     Ok(Monitor::start(
         settings,
         Arc::new(homeserver),
         Arc::new(sfu),
+        jobs,
         Arc::clone(metrics),
     )
     .await?)

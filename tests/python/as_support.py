@@ -6,14 +6,16 @@ import json
 import os
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from processes import (
     SERVICE_START_TIMEOUT,
+    SYNAPSE_START_TIMEOUT,
     HttpResponse,
     HTTP_TIMEOUT,
     Synapse,
@@ -59,9 +61,21 @@ class AsSynapse(Synapse):
     """Synapse with the §3.1 registration (unstable keys) and the §3.2 settings, proxying to a service that
     is to listen on `registration.service_port`."""
 
-    def __init__(self, directory: Path, pki: TestPki, scope_key: str = "io.element.msc4502.scopes") -> None:
-        # `scope_key` lets a test reproduce the README pitfall (a misspelt key Synapse silently ignores).
+    def __init__(
+        self,
+        directory: Path,
+        pki: TestPki,
+        scope_key: str = "io.element.msc4502.scopes",
+        stable_keys: bool = False,
+        settings: Optional[dict] = None,
+    ) -> None:
+        # `scope_key` and `stable_keys` reproduce the README pitfalls (keys Synapse 1.163 silently ignores: a
+        # misspelt scope key; the stable names `scopes`, `proxy_prefix`, `proxy_url`). `settings` override
+        # homeserver settings (e.g. `experimental_features`, `federation_domain_whitelist`).
         self.scope_key = scope_key
+        self.stable_keys = stable_keys
+        self.settings = dict(settings or {})
+        self.pki = pki
         self.registration = Registration(
             as_token=os.urandom(32).hex(),
             hs_token=os.urandom(32).hex(),
@@ -84,6 +98,9 @@ class AsSynapse(Synapse):
             "io.element.msc4512.proxy_prefix": "rtc/livekit",
             "io.element.msc4512.proxy_url": self.registration.service_url,
         }
+        if self.stable_keys:
+            for unstable in ("io.element.msc4502.scopes", "io.element.msc4512.proxy_prefix", "io.element.msc4512.proxy_url"):
+                registration[unstable.rsplit(".", 1)[1]] = registration.pop(unstable)
         self.registration.path.write_text(json.dumps(registration, indent=2))  # JSON is YAML
         config = super()._config(pki)
         config.update(
@@ -93,11 +110,40 @@ class AsSynapse(Synapse):
                 # The service is on loopback; Synapse's proxy client refuses it otherwise.
                 "ip_range_blacklist": [],
                 "max_event_delay_duration": "1h",
+                # Unauthenticated delayed-event management (restart/send by delay ID alone) is limited per
+                # client address, which every job of a service shares. One call, then none for 1000 s: a
+                # job that did not assert its user (as-mode spec §5.3) is refused at once.
+                "rc_delayed_event_mgmt": {"per_second": 0.001, "burst_count": 1},
                 # Federation between two test servers on loopback, each with its own self-signed leaf.
                 "federation_verify_certificates": False,
+                **self.settings,
             }
         )
         return config
+
+    def restart(self, while_down: Optional[Callable[[], None]] = None, **settings: Any) -> None:
+        """Stops Synapse and starts it again on the same ports, database and keys, with `settings` changed
+        (Synapse reads its configuration once, at start); `while_down` runs in between."""
+        stop(self.process)
+        if while_down is not None:
+            while_down()
+        self.settings.update(settings)
+        config = self.directory / "homeserver.yaml"
+        config.write_text(json.dumps(self._config(self.pki), indent=2))  # JSON is YAML
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "--config-path", str(config)],
+            cwd=self.directory,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            "Synapse",
+            lambda: http("GET", f"{self.client_url}/_matrix/client/versions").status == 200,
+            self.process,
+            SYNAPSE_START_TIMEOUT,
+            self.log,
+        )
 
     def client(self, method: str, path: str, body: Any = None, token: Optional[str] = None) -> HttpResponse:
         return http(method, f"{self.client_url}{path}", body, token=token)

@@ -5,11 +5,13 @@ room creation is observed at the fake LiveKit Twirp API."""
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -250,6 +252,48 @@ def test_delegated_leave_is_looked_up_as_the_user(hs, alice, bob, livekit, servi
     assert livekit.snapshot() == [], "delegation creates no room"
 
 
+def call_member_state(hs: AsSynapse, user: MatrixUser, room_id: str) -> int:
+    """The status of the user's call-member state event (404 until the delayed leave was sent)."""
+    room = urllib.parse.quote(room_id, safe="")
+    state_key = urllib.parse.quote(f"_{user.user_id}_{user.device_id}", safe="")
+    return hs.client(
+        "GET", f"/_matrix/client/v3/rooms/{room}/state/org.matrix.msc3401.call.member/{state_key}", token=user.access_token
+    ).status
+
+
+def test_delegated_leave_is_restarted_and_sent_as_the_user(hs, alice, livekit, service) -> None:
+    """Spec §5.3: an AS job's `restart` and `send` go to our homeserver with the AS token and `?user_id=`.
+    Synapse limits unauthenticated delayed-event management per client address (one call here, see
+    as_support.py); the asserted calls are the AS's, which is not rate-limited."""
+    instance = service()
+    room_id = public_room(hs, alice)
+    delay_id = delayed_leave(hs, alice, room_id)
+    assert call_member_state(hs, alice, room_id) == 404, "not sent yet"
+    # Use up the per-address allowance of unauthenticated calls, from the service's address.
+    unauthenticated = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/syd_nothing/restart"
+    statuses = [hs.client("POST", unauthenticated, {}).status for _ in range(2)]
+    assert statuses[-1] == 429, statuses
+    body = {**token_body(livekit, room_id), "delay_id": delay_id}
+    response = hs.client(
+        "POST", "/_matrix/client/v1/rtc/livekit/delegate_delayed_leave", body, token=alice.access_token
+    )
+    assert (response.status, response.json()) == (200, {})
+    participant = {
+        "room": {"sid": "RM_fake", "name": room_alias(room_id, SLOT_ID)},
+        "participant": {"sid": "PA_alice", "identity": h(alice.user_id, body["member_id"])},
+        "createdAt": str(int(time.time())),
+    }
+    signed_webhook(instance, {"event": "participant_joined", "id": "EV_1", **participant})
+    time.sleep(0.5)  # the job restarts the delayed event on connecting
+    left = {**participant, "participant": {**participant["participant"], "disconnectReason": "CLIENT_INITIATED"}}
+    signed_webhook(instance, {"event": "participant_left", "id": "EV_2", **left})
+
+    deadline = time.monotonic() + 10  # the event's own delay is 60 s
+    while time.monotonic() < deadline and call_member_state(hs, alice, room_id) == 404:
+        time.sleep(0.2)
+    assert call_member_state(hs, alice, room_id) == 200, instance.log.read_text()[-3000:]
+
+
 def test_required_membership_on_the_standalone_endpoints(hs, alice, bob, livekit, service) -> None:
     instance = service(LIVEKIT_REQUIRE_MEMBERSHIP="true")
     room_id = hs.create_room(alice)
@@ -453,3 +497,135 @@ def test_monitor_removes_a_participant_who_left_the_matrix_room(hs, alice, bob, 
     while time.monotonic() < deadline and not livekit.removals():
         time.sleep(0.2)
     assert livekit.removals() == [(livekit_room, bob_identity)]
+
+
+def joined_webhook(instance: PortedAuthService, livekit_room: str, identity_: str) -> None:
+    signed_webhook(
+        instance,
+        {
+            "event": "participant_joined",
+            "room": {"sid": "RM_fake", "name": livekit_room},
+            "participant": {"sid": f"PA_{identity_[:6]}", "identity": identity_},
+            "id": f"EV_{uuid.uuid4().hex[:8]}",
+            "createdAt": str(int(time.time())),
+        },
+    )
+
+
+def wait_for_removal(livekit: FakeLiveKit) -> list[tuple[str, str]]:
+    deadline = time.monotonic() + 10  # interval 1 s: a few sweeps
+    while time.monotonic() < deadline and not livekit.removals():
+        time.sleep(0.2)
+    return livekit.removals()
+
+
+def ban(hs: AsSynapse, admin: MatrixUser, user: MatrixUser, room_id: str) -> None:
+    room = urllib.parse.quote(room_id, safe="")
+    response = hs.client(
+        "POST", f"/_matrix/client/v3/rooms/{room}/ban", {"user_id": user.user_id}, token=admin.access_token
+    )
+    assert response.status == 200, response.body
+
+
+def test_a_banned_member_is_removed_and_refused(hs, alice, livekit, service) -> None:
+    """§10.2 and §10.5: a ban is a leave to the monitor (only that user is removed), and no token after it."""
+    instance = service(LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS="1")
+    carol = hs.register(f"carol{uuid.uuid4().hex[:8]}")
+    dave = hs.register(f"dave{uuid.uuid4().hex[:8]}")
+    room_id = public_room(hs, alice)
+    livekit_room = room_alias(room_id, SLOT_ID)
+    identities = {}
+    for user in (carol, dave):
+        membership(hs, user, room_id, "join")
+        body = token_body(livekit, room_id)
+        assert get_token(hs, user, body).status == 200
+        identities[user.user_id] = h(user.user_id, body["member_id"])
+        joined_webhook(instance, livekit_room, identities[user.user_id])
+    time.sleep(2.5)
+    assert livekit.removals() == [], "members stay"
+
+    ban(hs, alice, carol, room_id)
+
+    assert wait_for_removal(livekit) == [(livekit_room, identities[carol.user_id])]
+    response = get_token(hs, carol, token_body(livekit, room_id))
+    assert (response.status, response.json()) == (
+        403,
+        {"errcode": "M_FORBIDDEN", "error": "The requesting user is not a member of the room"},
+    )
+    time.sleep(2.5)
+    assert livekit.removals() == [(livekit_room, identities[carol.user_id])], "dave stays"
+
+
+def test_standalone_tokens_are_tracked_when_membership_is_required(hs, alice, bob, livekit, service) -> None:
+    """§8.1: with LIVEKIT_REQUIRE_MEMBERSHIP=true a standalone token is tracked, so its user leaving the
+    Matrix room removes them from LiveKit (without it they are not tracked at all)."""
+    instance = service(LIVEKIT_REQUIRE_MEMBERSHIP="true", LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS="1")
+    room_id = public_room(hs, alice)
+    membership(hs, bob, room_id, "join")
+    response = instance.post(
+        "/get_token",
+        {
+            "room_id": room_id,
+            "slot_id": SLOT_ID,
+            "openid_token": hs.openid_token(bob),
+            "member": {"id": "m1", "claimed_user_id": bob.user_id, "claimed_device_id": bob.device_id},
+        },
+    )
+    assert response.status == 200, response.body
+    livekit_room = room_alias(room_id, SLOT_ID)
+    bob_identity = identity(bob.user_id, bob.device_id, "m1")
+    joined_webhook(instance, livekit_room, bob_identity)
+    time.sleep(2.5)
+    assert livekit.removals() == []
+
+    membership(hs, bob, room_id, "leave")
+
+    assert wait_for_removal(livekit) == [(livekit_room, bob_identity)]
+
+
+def register_admin(hs: AsSynapse) -> MatrixUser:
+    """An admin through the shared-secret registration API (for the rate-limit override)."""
+    url = f"{hs.client_url}/_synapse/admin/v1/register"
+    nonce = processes.http("GET", url).json()["nonce"]
+    localpart, password = f"admin{uuid.uuid4().hex[:8]}", os.urandom(12).hex()
+    mac = hmac.new(hs.shared_secret.encode(), digestmod=hashlib.sha1)
+    mac.update(b"\x00".join(part.encode() for part in (nonce, localpart, password, "admin")))
+    body = {"nonce": nonce, "username": localpart, "password": password, "admin": True, "mac": mac.hexdigest()}
+    response = processes.http("POST", url, body)
+    assert response.status == 200, response.body
+    answer = response.json()
+    return MatrixUser(answer["user_id"], answer["device_id"], answer["access_token"])
+
+
+def test_a_burst_meets_synapses_rate_limit_not_ours(hs, alice, livekit, service) -> None:
+    """§4 (no per-IP limit on AS routes: every request comes from the homeserver's address) and §10.5: a
+    burst is limited by Synapse's own per-user limit in front of the proxy; what it lets through, we answer."""
+    service(LIVEKIT_RATE_LIMIT_PER_IP="2/h")
+    erin = hs.register(f"erin{uuid.uuid4().hex[:8]}")
+    room_id = hs.create_room(erin)
+    admin = register_admin(hs)
+    user = urllib.parse.quote(erin.user_id, safe="")
+    response = hs.client(
+        "POST",
+        f"/_synapse/admin/v1/users/{user}/override_ratelimit",
+        {"messages_per_second": 1, "burst_count": 4},
+        token=admin.access_token,
+    )
+    assert response.status == 200, response.body
+    time.sleep(4.5)  # at one a second, the creation of the room is forgotten and the burst of four is whole
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: get_token(hs, erin, token_body(livekit, room_id)), range(10)))
+    took = time.monotonic() - started
+
+    statuses = sorted(answer.status for answer in answers)
+    passed = statuses.count(200)
+    # Four at once, then one a second: more than our per-IP limit of 2 would let through.
+    assert 4 <= passed <= 4 + int(took) + 1, (statuses, took)
+    assert passed < 10, "the burst met Synapse's limit"
+    assert statuses == [200] * passed + [429] * (10 - passed), [answer.body for answer in answers]
+    limited = [answer.json() for answer in answers if answer.status == 429]
+    assert {answer["errcode"] for answer in limited} == {"M_LIMIT_EXCEEDED"}
+    assert all("retry_after_ms" in answer for answer in limited), "Synapse's 429, not ours"
+    assert len(livekit.snapshot()) == passed, "only what Synapse let through reached the service"

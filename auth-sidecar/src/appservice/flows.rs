@@ -101,11 +101,13 @@ pub enum Success {
 pub trait Effects: Send + Sync {
     /// LiveKit `CreateRoom` (an existing room is fine).
     fn create_room<'a>(&'a self, alias: &'a str) -> BoxFuture<'a, Result<(), String>>;
-    /// Stores a delegation job; `Err` is the finished answer (e.g. shutting down).
+    /// Stores a delegation job whose delayed-event calls are made as `user_id` on `server_name`, our own
+    /// homeserver (§5.3); `Err` is the finished answer (e.g. shutting down).
     fn delegate<'a>(
         &'a self,
         key: JobKey,
         server_name: &'a str,
+        user_id: &'a str,
         delay_id: String,
         delay_timeout: Duration,
     ) -> BoxFuture<'a, Result<(), AsError>>;
@@ -485,6 +487,7 @@ pub async fn delegate(
         .delegate(
             key,
             &ctx.settings.server_name,
+            user_id,
             delay_id.to_owned(),
             delay_timeout,
         )

@@ -29,7 +29,6 @@ use futures::future::BoxFuture;
 use self::homeserver::AsClient;
 use crate::config::appservice::AppServiceConfig;
 use crate::http::AppState;
-use crate::outbound::{Outbound, OutboundError, OutboundSettings};
 
 /// A token the service issued and the monitor should watch (§8.1): C-S local and S-S tokens, never
 /// relayed ones.
@@ -59,20 +58,10 @@ impl RoomTracker for NoTracking {
     }
 }
 
-/// Why AS mode could not be set up at startup.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("{0}")]
-    Outbound(#[from] OutboundError),
-    #[error("AS mode: could not build the homeserver client: {0}")]
-    Client(String),
-}
-
 /// What `server.rs` keeps from the configuration to mount the AS routes once the shared state exists.
 pub struct Setup {
     config: AppServiceConfig,
     livekit_url: String,
-    outbound: OutboundSettings,
     tracker: Arc<dyn RoomTracker>,
 }
 
@@ -82,7 +71,6 @@ impl Setup {
         Self {
             config: config.appservice.clone(),
             livekit_url: config.livekit_url.clone(),
-            outbound: config.outbound.clone(),
             tracker: Arc::new(NoTracking),
         }
     }
@@ -93,29 +81,21 @@ impl Setup {
         self
     }
 
-    /// `router` plus the AS routes when AS mode is on; `router` unchanged otherwise.
-    pub fn mount(self, router: Router, app: &Arc<AppState>) -> Result<Router, SetupError> {
-        let Some(registration) = self.config.registration else {
-            return Ok(router);
+    /// `router` plus the AS routes when AS mode is on (the registration is configured and the state holds
+    /// the own homeserver's client, built from it); `router` unchanged otherwise.
+    pub fn mount(self, router: Router, app: &Arc<AppState>) -> Router {
+        let (Some(registration), Some(own)) =
+            (self.config.registration, app.own_homeserver.clone())
+        else {
+            return router;
         };
-        // Its own client: the AS token must never follow a redirect to another host.
-        let http = Outbound::new(&self.outbound)?
-            .client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|error| SetupError::Client(error.to_string()))?;
-        let homeserver = AsClient::new(
-            http,
-            &registration.as_token,
-            registration.server_name.clone(),
-            Arc::clone(&app.client_api) as _,
-        )
-        .map_err(|_| SetupError::Client("the AS token is not a valid header value".into()))?;
+        let homeserver = AsClient::new(own, Arc::clone(&app.client_api) as _);
         let homeserver: Arc<dyn homeserver::Homeserver> = Arc::new(homeserver);
         let router = if self.config.require_membership {
             let membership = standalone::Membership {
                 app: Arc::clone(app),
                 homeserver: Arc::clone(&homeserver),
+                tracker: Arc::clone(&self.tracker),
             };
             router.layer(axum::middleware::from_fn_with_state(
                 Arc::new(membership),
@@ -141,7 +121,7 @@ impl Setup {
             homeserver,
             tracker: self.tracker,
         };
-        Ok(router.merge(routes::router(Arc::new(service))))
+        router.merge(routes::router(Arc::new(service)))
     }
 }
 

@@ -335,13 +335,21 @@ impl Effects for AppState {
         &'a self,
         key: JobKey,
         server_name: &'a str,
+        user_id: &'a str,
         delay_id: String,
         delay_timeout: Duration,
     ) -> BoxFuture<'a, Result<(), AsError>> {
         Box::pin(async move {
-            hand_over::add_job(self, key, server_name, delay_id, delay_timeout)
-                .await
-                .map_err(|error| AsError::new(error.status, error.errcode, error.error))
+            hand_over::add_job(
+                self,
+                key,
+                server_name,
+                Some(user_id),
+                delay_id,
+                delay_timeout,
+            )
+            .await
+            .map_err(|error| AsError::new(error.status, error.errcode, error.error))
         })
     }
 }

@@ -7,6 +7,10 @@
 //! the handler's own check then costs no second lookup unless `LIVEKIT_OPENID_CACHE_SECONDS=0`), asks
 //! `/is_joined?mxid=<user>`, and only then hands the request on. Anything it cannot judge (a bad body, a
 //! refused token) goes on unchanged, so the handler gives its usual answer.
+//!
+//! A token the handler then issues is tracked by the membership monitor (spec §8.1: standalone tokens
+//! only with `LIVEKIT_REQUIRE_MEMBERSHIP=true`, since only then do we know the user was in the room as
+//! our server sees it). The handler names the participant in an [`IssuedToken`] response extension.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,14 +25,17 @@ use serde_json::Value;
 use super::flows::{MEMBERSHIP_UNKNOWN, NOT_A_MEMBER};
 use super::homeserver::{Homeserver, Subject};
 use super::routes::REQUEST_BUDGET;
+use super::{RoomTracker, TrackedToken};
 use crate::contract::path;
 use crate::go_json;
-use crate::http::{AppState, cors, limits};
+use crate::http::{AppState, IssuedToken, cors, limits};
 
 /// What the layer needs.
 pub struct Membership {
     pub app: Arc<AppState>,
     pub homeserver: Arc<dyn Homeserver>,
+    /// Told about every token issued behind the layer.
+    pub tracker: Arc<dyn RoomTracker>,
 }
 
 /// The room and OpenID token of a standalone token request, if the body has them.
@@ -92,7 +99,23 @@ pub async fn require_membership(
         Err(error) => Err(error),
     };
     match answer {
-        Ok(true) => next.run(rebuilt(bytes)).await,
+        Ok(true) => {
+            let response = next.run(rebuilt(bytes)).await;
+            if response.status() == StatusCode::OK
+                && let Some(issued) = response.extensions().get::<IssuedToken>()
+            {
+                membership
+                    .tracker
+                    .track(TrackedToken {
+                        matrix_room_id: &room_id,
+                        matrix_user_id: &user_id,
+                        livekit_room: &issued.livekit_room,
+                        livekit_identity: &issued.livekit_identity,
+                    })
+                    .await;
+            }
+            response
+        }
         Ok(false) => {
             tracing::info!(%user_id, %room_id, "standalone token refused: not a member of the room");
             error(StatusCode::FORBIDDEN, "M_FORBIDDEN", NOT_A_MEMBER)

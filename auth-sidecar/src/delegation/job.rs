@@ -25,6 +25,10 @@ pub struct JobParams {
     pub delay_id: String,
     /// The delayed event's timeout.
     pub delay_timeout: Duration,
+    /// AS mode (as-mode spec §5.3): the user the delayed event belongs to. `restart` and `send` then go
+    /// to our own homeserver with the AS token and `?user_id=` (identity assertion); `None` for
+    /// standalone jobs, whose calls carry no credentials.
+    pub as_user: Option<String>,
 }
 
 /// A delay timeout the job model cannot represent.
@@ -51,7 +55,16 @@ impl JobParams {
             server_name,
             delay_id,
             delay_timeout,
+            as_user: None,
         })
+    }
+
+    /// The job of an AS-mode delegation: its calls are made as `user_id` (see [`JobParams::as_user`]).
+    pub fn asserted_as(self, user_id: &str) -> Self {
+        Self {
+            as_user: Some(user_id.to_owned()),
+            ..self
+        }
     }
 }
 
@@ -137,6 +150,9 @@ pub enum Signal {
     CsApiUrlNotFound,
     /// A newer job for the same key exists (locally, or on another replica).
     JobReplaced,
+    /// The membership monitor removed the participant (as-mode spec §8.2 step 4): the job ends without
+    /// sending, since its user is no longer in the Matrix room.
+    Discarded,
 }
 
 impl Signal {
@@ -204,6 +220,7 @@ pub fn step(state: State, signal: Signal) -> Option<Transition> {
             (Aborted, FORGET)
         }
         (WaitingForInitialConnect | Connected, S::JobReplaced) => (Replaced, NOTHING),
+        (WaitingForInitialConnect | Connected, S::Discarded) => (Aborted, FORGET),
         _ => return None,
     };
     Some(Transition { next, effects })
@@ -252,6 +269,8 @@ mod tests {
             (Connected, S::DelayedEventTimedOut) => row(Aborted, &[Forget]),
             (Connected, S::CsApiUrlNotFound) => row(Aborted, &[Forget]),
             (Connected, S::JobReplaced) => row(Replaced, &[]),
+            (WaitingForInitialConnect, S::Discarded) => row(Aborted, &[Forget]),
+            (Connected, S::Discarded) => row(Aborted, &[Forget]),
             _ => None,
         }
     }
@@ -266,7 +285,7 @@ mod tests {
                 listed += usize::from(actual.is_some());
             }
         }
-        assert_eq!(listed, 13, "the table has 13 rows");
+        assert_eq!(listed, 15, "the table has 15 rows");
     }
 
     #[test]
@@ -331,6 +350,7 @@ mod tests {
                 "delayed_event_timed_out",
                 "cs_api_url_not_found",
                 "job_replaced",
+                "discarded",
             ]
         );
         let states: Vec<String> = State::VARIANTS.iter().map(ToString::to_string).collect();

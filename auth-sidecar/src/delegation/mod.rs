@@ -22,6 +22,7 @@ pub mod store;
 
 pub use job::{InvalidDelayTimeout, JobKey, JobParams, Signal};
 pub use runner::{
-    AddJobError, DelayedEventApi, Delegation, LookupError, ParticipantLookup, StartError,
+    AddJobError, DelayedEventApi, DelayedEvents, Delegation, LookupError, ParticipantLookup,
+    StartError,
 };
 pub use settings::{Settings, TIME_SCALE_ENV, Timing};

@@ -1,6 +1,7 @@
 //! A delegated-leave job as stored in the reference's hash `lk-jwt:jobs` (spec §5.6): the field that
 //! names it and the JSON value, byte for byte what lk-jwt-service writes and reads, plus our
-//! `"Generation"` and `"Connected"` members, which its reader ignores. Pure; Redis itself is
+//! `"Generation"` and `"Connected"` members, and `Params."AsUserId"` for AS-mode jobs (as-mode spec
+//! §5.3), which its reader ignores. Pure; Redis itself is
 //! [`super::store`]'s.
 
 use std::time::Duration;
@@ -92,6 +93,9 @@ struct StoredParams {
     livekit_room: String,
     #[serde(rename = "LiveKitIdentity", default)]
     livekit_identity: String,
+    /// The asserted user of an AS-mode job; absent for standalone jobs.
+    #[serde(rename = "AsUserId", default, skip_serializing_if = "String::is_empty")]
+    as_user_id: String,
 }
 
 impl JobRecord {
@@ -106,6 +110,7 @@ impl JobRecord {
                 server_name: self.params.server_name.clone(),
                 livekit_room: self.params.key.room.clone(),
                 livekit_identity: self.params.key.identity.clone(),
+                as_user_id: self.params.as_user.clone().unwrap_or_default(),
             },
             restarted_at: format_go_time(self.restarted_at),
             generation: self.generation.clone(),
@@ -130,6 +135,7 @@ impl JobRecord {
                 server_name: stored.params.server_name,
                 delay_id: stored.params.delay_id,
                 delay_timeout: Duration::from_nanos(nanos),
+                as_user: Some(stored.params.as_user_id).filter(|user| !user.is_empty()),
             },
             restarted_at,
             generation: stored.generation,
@@ -224,6 +230,7 @@ mod tests {
                 server_name: "example.com".into(),
                 delay_id: "syd_abc".into(),
                 delay_timeout: Duration::from_secs(30),
+                as_user: None,
             },
             restarted_at: datetime!(2026-07-23 10:11:12.5 UTC),
             generation: "0123abcd".into(),
@@ -338,6 +345,21 @@ mod tests {
         assert_eq!(
             JobRecord::parse(r#"["room","identity"]"#, &connected.to_json()).expect("parses"),
             connected
+        );
+    }
+
+    #[test]
+    fn an_as_job_names_its_asserted_user() {
+        assert!(!record().to_json().contains("AsUserId"), "standalone jobs");
+        let asserted = JobRecord {
+            params: record().params.asserted_as("@alice:example.com"),
+            ..record()
+        };
+        let json: serde_json::Value = serde_json::from_str(&asserted.to_json()).expect("JSON");
+        assert_eq!(json["Params"]["AsUserId"], "@alice:example.com");
+        assert_eq!(
+            JobRecord::parse(r#"["room","identity"]"#, &asserted.to_json()).expect("parses"),
+            asserted
         );
     }
 

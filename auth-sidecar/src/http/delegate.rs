@@ -120,6 +120,7 @@ async fn delegate_delayed_leave(
         state,
         key,
         server_name,
+        None,
         request.delay_id,
         request.delay_timeout,
     )

@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 
 use super::cors;
 use super::error::MatrixError;
+use super::issue::Issued;
 use super::limits;
 use super::state::AppState;
 
@@ -78,6 +79,22 @@ pub(super) fn answer(
         }
     };
     with_cors(response)
+}
+
+/// [`answer`] for a token endpoint's result, with the [`super::issue::IssuedToken`] as an extension of a success.
+pub(super) fn answer_issued(
+    state: &AppState,
+    endpoint: &'static str,
+    result: Result<Issued, MatrixError>,
+) -> Response {
+    match result {
+        Ok(issued) => {
+            let mut response = answer(state, endpoint, Ok(issued.body));
+            response.extensions_mut().insert(issued.token);
+            response
+        }
+        Err(error) => answer(state, endpoint, Err(error)),
+    }
 }
 
 fn with_cors(mut response: Response) -> Response {

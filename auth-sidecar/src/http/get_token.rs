@@ -10,8 +10,8 @@ use axum::response::Response;
 
 use super::authenticate::authenticate;
 use super::error::MatrixError;
-use super::gate::{Admitted, admit, answer};
-use super::issue::{self, Grant};
+use super::gate::{Admitted, admit, answer_issued};
+use super::issue::{self, Grant, Issued};
 use super::request::{self, GetTokenBody};
 use super::state::AppState;
 use crate::contract::path;
@@ -20,12 +20,12 @@ use crate::livekit::grant::{participant_identity, room_alias};
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::GET_TOKEN, request).await {
-        Ok(admitted) => answer(&state, path::GET_TOKEN, get_token(&state, &admitted).await),
+        Ok(admitted) => answer_issued(&state, path::GET_TOKEN, get_token(&state, &admitted).await),
         Err(response) => response,
     }
 }
 
-async fn get_token(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
+async fn get_token(state: &AppState, admitted: &Admitted) -> Result<Issued, MatrixError> {
     let request = request::decode::<GetTokenBody>(&admitted.body)?.validate()?;
     let user = authenticate(state, admitted.client, &request.openid).await?;
     if request.claimed_user_id != user.user_id {

@@ -30,11 +30,13 @@ pub async fn resolve_client_api(state: &AppState, server_name: &str) -> Result<(
     }
 }
 
-/// Rows 8c/8d: adds (and, with Redis, stores) the job before the response goes out.
+/// Rows 8c/8d: adds (and, with Redis, stores) the job before the response goes out. `as_user` is the
+/// asserted user of an AS-mode delegation (as-mode spec §5.3), `None` for the standalone endpoints.
 pub async fn add_job(
     state: &AppState,
     key: JobKey,
     server_name: &str,
+    as_user: Option<&str>,
     delay_id: String,
     delay_timeout: Duration,
 ) -> Result<(), MatrixError> {
@@ -43,6 +45,10 @@ pub async fn add_job(
             tracing::info!(%error, "delegation job rejected");
             MatrixError::bad_json(INVALID_DELAY_TIMEOUT)
         })?;
+    let params = match as_user {
+        Some(user_id) => params.asserted_as(user_id),
+        None => params,
+    };
     state
         .delegation
         .add(params)

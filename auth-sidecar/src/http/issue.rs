@@ -12,6 +12,21 @@ use super::trace;
 use crate::delegation::JobKey;
 use crate::livekit::grant;
 
+/// Which LiveKit participant a token endpoint issued a token for. Its 200 response carries it as an
+/// extension, so that a layer in front of the endpoint (AS mode's `LIVEKIT_REQUIRE_MEMBERSHIP`, which
+/// hands the participant to the membership monitor) learns it without decoding the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub livekit_room: String,
+    pub livekit_identity: String,
+}
+
+/// A success: the body, and whom it was for.
+pub struct Issued {
+    pub body: Vec<u8>,
+    pub token: IssuedToken,
+}
+
 /// What to put in the token, for whom.
 pub struct Grant<'a> {
     pub user: &'a Authenticated,
@@ -24,7 +39,7 @@ pub struct Grant<'a> {
 
 /// Rows 6 to 9: refuses delegation to restricted users, mints the token, creates the room for
 /// full-access users, and returns the success body.
-pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, MatrixError> {
+pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Issued, MatrixError> {
     trace::record_room(&grant.room_alias);
     if grant.delegation.is_some() && !grant.user.full_access {
         tracing::info!("delegation refused: not a full-access user");
@@ -47,7 +62,13 @@ pub async fn issue(state: &AppState, grant: Grant<'_>) -> Result<Vec<u8>, Matrix
         full_access = grant.user.full_access,
         "issued a LiveKit token"
     );
-    Ok(state.token_response.body(&jwt))
+    Ok(Issued {
+        body: state.token_response.body(&jwt),
+        token: IssuedToken {
+            livekit_room: grant.room_alias,
+            livekit_identity: grant.identity,
+        },
+    })
 }
 
 /// For a full-access user: make sure the LiveKit room exists and, when the request carries a
@@ -72,6 +93,7 @@ async fn prepare_room_and_delegation(
             state,
             key,
             grant.server_name,
+            None,
             delegation.delay_id.clone(),
             delegation.delay_timeout,
         )

@@ -42,6 +42,7 @@ use axum::routing::any;
 use http::header::{CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, StatusCode};
 
+pub use self::issue::IssuedToken;
 pub use self::state::{AppState, OpenIdLookup, TokenResponse};
 use crate::contract::path;
 

@@ -10,8 +10,8 @@ use axum::response::Response;
 
 use super::authenticate::authenticate;
 use super::error::MatrixError;
-use super::gate::{Admitted, admit, answer};
-use super::issue::{self, Grant};
+use super::gate::{Admitted, admit, answer_issued};
+use super::issue::{self, Grant, Issued};
 use super::request::{self, SfuGetBody};
 use super::state::AppState;
 use crate::contract::path;
@@ -20,12 +20,12 @@ use crate::livekit::grant::{LEGACY_SLOT_ID, room_alias};
 /// The route handler.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match admit(&state, path::SFU_GET, request).await {
-        Ok(admitted) => answer(&state, path::SFU_GET, sfu_get(&state, &admitted).await),
+        Ok(admitted) => answer_issued(&state, path::SFU_GET, sfu_get(&state, &admitted).await),
         Err(response) => response,
     }
 }
 
-async fn sfu_get(state: &AppState, admitted: &Admitted) -> Result<Vec<u8>, MatrixError> {
+async fn sfu_get(state: &AppState, admitted: &Admitted) -> Result<Issued, MatrixError> {
     let request = request::decode::<SfuGetBody>(&admitted.body)?.validate()?;
     let user = authenticate(state, admitted.client, &request.openid).await?;
     let grant = Grant {

@@ -14,6 +14,7 @@ use crate::livekit::webhook::WebhookVerifier;
 use crate::matrix::client_api::ClientApi;
 use crate::matrix::full_access::FullAccess;
 use crate::matrix::openid::OpenIdVerifier;
+use crate::matrix::own_homeserver::OwnHomeserver;
 use crate::telemetry::Metrics;
 
 /// Verifies an OpenID access token with the homeserver that issued it and returns the user ID it
@@ -86,6 +87,8 @@ pub struct AppState {
     pub client_api: Arc<ClientApi>,
     /// Verifies `/sfu_webhook` calls.
     pub webhooks: WebhookVerifier,
+    /// Our own homeserver, called as its application service (AS mode only).
+    pub own_homeserver: Option<Arc<OwnHomeserver>>,
     /// The membership monitor (AS mode with a non-zero interval only).
     pub membership: Option<crate::membership::Monitor>,
 }

@@ -126,7 +126,10 @@ impl Harness {
         ));
         let delegation = Delegation::start(
             delegation::Settings::default(),
-            Arc::clone(&client_api) as _,
+            Arc::new(delegation::DelayedEvents::new(
+                Arc::clone(&client_api),
+                None,
+            )),
             Arc::new(NobodyThere),
             Arc::clone(&metrics),
         )
@@ -148,6 +151,7 @@ impl Harness {
             token_response: TokenResponse::new(&livekit_url),
             delegation,
             client_api,
+            own_homeserver: None,
             membership: None,
         });
         Self {

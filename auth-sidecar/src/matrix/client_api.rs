@@ -275,8 +275,9 @@ impl ClientApi {
     }
 }
 
-/// Performs one delayed-event call and classifies its outcome.
-async fn post_empty_object(request: reqwest::RequestBuilder) -> Reply {
+/// Performs one delayed-event call and classifies its outcome (also used for the AS-asserted calls of
+/// [`super::own_homeserver`]).
+pub(super) async fn post_empty_object(request: reqwest::RequestBuilder) -> Reply {
     let sent = request
         .header(CONTENT_TYPE, "application/json")
         .body("{}")

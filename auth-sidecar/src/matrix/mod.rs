@@ -1,5 +1,6 @@
-//! Talking to Matrix homeservers: server discovery, the federation OpenID userinfo check, and the guard
-//! that decides which addresses a client-supplied server name may make us contact.
+//! Talking to Matrix homeservers: server discovery, the federation OpenID userinfo check, the guard
+//! that decides which addresses a client-supplied server name may make us contact, and the calls to the
+//! own homeserver as its application service.
 
 pub mod client_api;
 pub mod delayed_event;
@@ -9,6 +10,7 @@ pub mod full_access;
 pub mod guard;
 mod idle_pool;
 pub mod openid;
+pub mod own_homeserver;
 pub mod server_name;
 mod token_cache;
 

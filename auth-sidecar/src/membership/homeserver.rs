@@ -6,32 +6,30 @@
 //! otherwise, which the sweep turns into the `/is_joined?server_name=` question). The as_token only ever goes
 //! to the client-server API of `LIVEKIT_HS_SERVER_NAME` (an override, or its `.well-known`), never follows a
 //! redirect and is never logged; these calls bypass the SSRF guard because the operator chose the target.
-//! The stable `/is_joined` path negotiation (spec §5.1) is the token flows' business; the monitor asks the
-//! unstable path, which Synapse 1.163 serves whenever `msc4502_enabled` is on.
+//! `/is_joined` goes through [`OwnHomeserver`], the one the token flows use, so the monitor takes the stable
+//! path exactly when the token flows do (spec §5.1: `/versions` lists `io.element.msc4502.stable`), and in
+//! production both share the negotiated answer.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use http::HeaderValue;
-use http::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use url::Url;
 
 use crate::matrix::client_api::ClientApi;
+use crate::matrix::own_homeserver::{self, OwnHomeserver, OwnHomeserverError, Subject};
 
 /// `joined_members` timeout (spec §8.2).
 pub const JOINED_MEMBERS_TIMEOUT: Duration = Duration::from_secs(30);
-/// `/is_joined` timeout (spec §5.1).
-pub const IS_JOINED_TIMEOUT: Duration = Duration::from_secs(10);
+/// `/is_joined` timeout (spec §5.1), for `/versions` and `/is_joined` together.
+pub const IS_JOINED_TIMEOUT: Duration = own_homeserver::IS_JOINED_TIMEOUT;
 /// A `joined_members` answer above this is not read (about 50,000 members with names and avatars); the room
 /// is then unknown, which never kicks.
 pub const MEMBERS_BODY_LIMIT: usize = 16 << 20;
-/// `/is_joined` answers are a few bytes.
-const IS_JOINED_BODY_LIMIT: usize = 16 << 10;
 
 /// Why the homeserver gave no usable answer. Never holds the as_token.
 #[derive(Debug, thiserror::Error)]
@@ -88,27 +86,16 @@ pub enum CsApi {
 
 /// [`Homeserver`] over HTTP with the as_token.
 pub struct AsHomeserver {
-    http: reqwest::Client,
+    own: Arc<OwnHomeserver>,
     cs_api: CsApi,
-    server_name: String,
-    authorization: HeaderValue,
 }
 
 impl std::fmt::Debug for AsHomeserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsHomeserver")
-            .field("server_name", &self.server_name)
+            .field("server_name", &self.own.server_name())
             .finish_non_exhaustive()
     }
-}
-
-/// Why an [`AsHomeserver`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum AsHomeserverError {
-    #[error("the AS token cannot be sent in an HTTP header")]
-    Token,
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
 }
 
 #[derive(Deserialize)]
@@ -116,39 +103,29 @@ struct JoinedMembersBody {
     joined: std::collections::HashMap<String, IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-struct IsJoinedBody {
-    #[serde(default)]
-    joined: bool,
-}
-
 impl AsHomeserver {
-    /// `builder` comes with the service's TLS and pool settings ([`crate::outbound::Outbound::client_builder`]);
-    /// redirects are turned off here.
+    /// A client of its own (benchmarks and tests): `builder` comes with the service's TLS and pool
+    /// settings ([`crate::outbound::Outbound::client_builder`]); redirects are turned off.
     pub fn new(
         builder: reqwest::ClientBuilder,
         cs_api: CsApi,
         server_name: &str,
         as_token: &str,
-    ) -> Result<Self, AsHomeserverError> {
-        let mut authorization = HeaderValue::try_from(format!("Bearer {as_token}"))
-            .map_err(|_| AsHomeserverError::Token)?;
-        authorization.set_sensitive(true);
-        Ok(Self {
-            http: builder
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-            cs_api,
-            server_name: server_name.to_owned(),
-            authorization,
-        })
+    ) -> Result<Self, OwnHomeserverError> {
+        let own = OwnHomeserver::new(builder, as_token, server_name)?;
+        Ok(Self::with_own(Arc::new(own), cs_api))
+    }
+
+    /// Over the process's [`OwnHomeserver`], shared with the token flows.
+    pub fn with_own(own: Arc<OwnHomeserver>, cs_api: CsApi) -> Self {
+        Self { own, cs_api }
     }
 
     async fn base(&self) -> Result<Url, HomeserverError> {
         match &self.cs_api {
             CsApi::Fixed(url) => Ok(url.clone()),
             CsApi::Discovered(client_api) => client_api
-                .resolve(&self.server_name)
+                .resolve(self.own.server_name())
                 .await
                 .map(|base| base.url)
                 .map_err(|error| HomeserverError::ClientApi(error.to_string())),
@@ -178,9 +155,8 @@ impl AsHomeserver {
         let transport =
             |error: reqwest::Error| HomeserverError::Transport(error.without_url().to_string());
         let mut response = self
-            .http
-            .get(url)
-            .header(AUTHORIZATION, self.authorization.clone())
+            .own
+            .request(reqwest::Method::GET, url)
             .timeout(timeout)
             .send()
             .await
@@ -196,26 +172,25 @@ impl AsHomeserver {
         Ok((status, body))
     }
 
-    async fn is_joined(&self, room_id: &str, query: (&str, &str)) -> Result<bool, HomeserverError> {
-        let mut url = self
-            .url(&[
-                "unstable",
-                "io.element.msc4502",
-                "rooms",
-                room_id,
-                "is_joined",
-            ])
-            .await?;
-        url.query_pairs_mut().append_pair(query.0, query.1);
-        let (status, body) = self
-            .get(url, IS_JOINED_TIMEOUT, IS_JOINED_BODY_LIMIT)
-            .await?;
-        if status != StatusCode::OK {
-            return Err(HomeserverError::Status(status.as_u16()));
-        }
-        serde_json::from_slice::<IsJoinedBody>(&body)
-            .map(|answer| answer.joined)
-            .map_err(|error| HomeserverError::Body(error.to_string()))
+    async fn is_joined(
+        &self,
+        room_id: &str,
+        subject: Subject<'_>,
+    ) -> Result<bool, HomeserverError> {
+        let base = self.base().await?;
+        let deadline = Instant::now() + IS_JOINED_TIMEOUT;
+        self.own
+            .is_joined(&base, room_id, subject, deadline)
+            .await
+            .map_err(|error| match error {
+                own_homeserver::HomeserverError::Status(status) => {
+                    HomeserverError::Status(status.as_u16())
+                }
+                own_homeserver::HomeserverError::Transport(text) => {
+                    HomeserverError::Transport(text)
+                }
+                other => HomeserverError::Body(other.to_string()),
+            })
     }
 }
 
@@ -249,7 +224,7 @@ impl Homeserver for AsHomeserver {
         &'a self,
         room_id: &'a str,
     ) -> BoxFuture<'a, Result<bool, HomeserverError>> {
-        Box::pin(self.is_joined(room_id, ("server_name", &self.server_name)))
+        Box::pin(self.is_joined(room_id, Subject::Server(self.own.server_name())))
     }
 
     fn user_joined<'a>(
@@ -257,7 +232,7 @@ impl Homeserver for AsHomeserver {
         room_id: &'a str,
         user_id: &'a str,
     ) -> BoxFuture<'a, Result<bool, HomeserverError>> {
-        Box::pin(self.is_joined(room_id, ("mxid", user_id)))
+        Box::pin(self.is_joined(room_id, Subject::User(user_id)))
     }
 }
 
@@ -267,7 +242,8 @@ mod tests {
     use std::sync::Mutex;
 
     use axum::extract::State;
-    use axum::http::{HeaderMap, Uri};
+    use axum::http::header::AUTHORIZATION;
+    use axum::http::{HeaderMap, HeaderValue, Uri};
     use axum::response::{IntoResponse, Response};
 
     type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -383,6 +359,8 @@ mod tests {
         assert_eq!(
             paths,
             [
+                // No `io.element.msc4502.stable` in this `/versions`: the unstable path, negotiated once.
+                "/base/_matrix/client/versions",
                 "/base/_matrix/client/unstable/io.element.msc4502/rooms/!r:hs/is_joined?server_name=hs.example",
                 "/base/_matrix/client/unstable/io.element.msc4502/rooms/!r:hs/is_joined?mxid=%40u%3Ahs",
             ]
@@ -394,5 +372,37 @@ mod tests {
         );
         let (base, _) = fake(404, r#"{"errcode":"M_UNRECOGNIZED"}"#).await;
         assert!(self::homeserver(base).server_joined("!r:hs").await.is_err());
+    }
+
+    /// The monitor negotiates like the token flows: the stable `/is_joined` once `/versions` lists it.
+    #[tokio::test]
+    async fn the_stable_is_joined_when_the_homeserver_advertises_it() {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorder = Arc::clone(&seen);
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                recorder.lock().unwrap().push(uri.to_string());
+                if uri.path().ends_with("/versions") {
+                    r#"{"versions":["v1.11"],"unstable_features":{"io.element.msc4502.stable":true}}"#
+                } else {
+                    r#"{"joined":true}"#
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let homeserver = homeserver(Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap());
+        assert!(homeserver.server_joined("!r:hs").await.unwrap());
+        assert!(homeserver.user_joined("!r:hs", "@u:hs").await.unwrap());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "/_matrix/client/versions",
+                "/_matrix/client/v3/rooms/!r:hs/is_joined?server_name=hs.example",
+                "/_matrix/client/v3/rooms/!r:hs/is_joined?mxid=%40u%3Ahs",
+            ]
+        );
     }
 }

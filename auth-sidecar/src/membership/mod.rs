@@ -6,6 +6,7 @@
 //! - [`entry`]: a tracked participant and upstream's Redis layout (pure).
 //! - [`decide`]: what a sweep does given the answers it got (pure, fail-open).
 //! - [`homeserver`]: `joined_members` and `/is_joined`, asked as the application service.
+//! - [`jobs`]: the delegated leaves of removed participants, discarded.
 //! - [`sfu`]: the LiveKit calls and their retries.
 //! - [`store`]: Redis (shared by replicas) or memory, and the per-room sweep leases.
 //! - [`metrics`]: kicks, sweep duration, failures, tracked entries.
@@ -17,6 +18,7 @@
 pub mod decide;
 pub mod entry;
 pub mod homeserver;
+pub mod jobs;
 pub mod monitor;
 pub mod sfu;
 pub mod store;

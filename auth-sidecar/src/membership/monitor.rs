@@ -26,6 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::decide::{self, MembersAnswer, PendingOutcome, Presence, RejoinOutcome};
 use super::entry::{Entry, Key, State};
 use super::homeserver::{Homeserver, Members};
+use super::jobs::Jobs;
 use super::sfu::{RetryPolicy, Sfu, with_retries};
 use super::store::{Store, Stored};
 use crate::delegation::ownership::random_id;
@@ -104,6 +105,7 @@ struct Shared {
     store: Store,
     homeserver: Arc<dyn Homeserver>,
     sfu: Arc<dyn Sfu>,
+    jobs: Arc<dyn Jobs>,
     metrics: Arc<Metrics>,
     replica: String,
     livekit_calls: Semaphore,
@@ -117,6 +119,7 @@ impl Monitor {
         settings: Settings,
         homeserver: Arc<dyn Homeserver>,
         sfu: Arc<dyn Sfu>,
+        jobs: Arc<dyn Jobs>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let store = match &settings.redis_url {
@@ -131,6 +134,7 @@ impl Monitor {
                 store,
                 homeserver,
                 sfu,
+                jobs,
                 metrics,
                 ticker: Mutex::new(None),
             }),
@@ -142,9 +146,10 @@ impl Monitor {
         settings: Settings,
         homeserver: Arc<dyn Homeserver>,
         sfu: Arc<dyn Sfu>,
+        jobs: Arc<dyn Jobs>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
-        let monitor = Self::new(settings, homeserver, sfu, metrics).await?;
+        let monitor = Self::new(settings, homeserver, sfu, jobs, metrics).await?;
         if monitor.shared.settings.interval.is_zero() {
             // `0` turns the monitor off (a zero period would also make the ticker panic).
             return Ok(monitor);
@@ -294,7 +299,7 @@ impl Monitor {
         };
         match decide::rejoin_outcome(joined) {
             RejoinOutcome::Kick => {
-                if self.remove(&entry).await {
+                if self.kick(&entry).await {
                     tracing::info!(room_id = %entry.matrix_room_id, user_id = %entry.matrix_user_id,
                         "removed a participant who rejoined LiveKit without being in the Matrix room");
                 }
@@ -582,7 +587,7 @@ impl Monitor {
         }
         for key in &plan.kick {
             if let Some(entry) = current.iter().find(|entry| &entry.key == key)
-                && self.remove(entry).await
+                && self.kick(entry).await
             {
                 counts.removed += 1;
                 tracing::info!(room_id, user_id = %entry.matrix_user_id,
@@ -591,6 +596,13 @@ impl Monitor {
             }
         }
         for livekit_room in &plan.delete_rooms {
+            // Step 4, before the room goes (see `kick`).
+            for entry in current
+                .iter()
+                .filter(|entry| &entry.key.livekit_room == livekit_room)
+            {
+                self.discard_job(entry).await;
+            }
             if self.delete_room(livekit_room).await {
                 counts.deleted_rooms += 1;
                 tracing::info!(
@@ -650,6 +662,23 @@ impl Monitor {
             .await;
         self.log_store_failure(result, "record a pending participant's state");
         (next.unwrap_or(entry), outcome)
+    }
+
+    /// Removes a participant whose user is not in the Matrix room: their delegation job is discarded
+    /// (step 4), then `RemoveParticipant`. The job goes first: the removal makes LiveKit send
+    /// `participant_left`, which would otherwise reach the job before the revocation and send the leave
+    /// event of a user who already left. If the removal fails, the next sweep tries again; the job is
+    /// gone either way, so the delayed event fires at its own timeout.
+    async fn kick(&self, entry: &Entry) -> bool {
+        self.discard_job(entry).await;
+        self.remove(entry).await
+    }
+
+    async fn discard_job(&self, entry: &Entry) {
+        self.shared
+            .jobs
+            .discard(&entry.key.livekit_room, &entry.key.livekit_identity)
+            .await;
     }
 
     /// `RemoveParticipant` with retries; true once they are gone.

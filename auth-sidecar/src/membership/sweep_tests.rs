@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use super::entry::State;
 use super::homeserver::{Homeserver, HomeserverError, Members};
+use super::jobs::Jobs;
 use super::monitor::finished_room;
 use super::sfu::{RetryPolicy, Sfu, SfuError};
 use super::{Monitor, Settings};
@@ -206,10 +207,48 @@ impl Sfu for FakeSfu {
     }
 }
 
+/// Records discarded delegation jobs, and whether LiveKit still had the participant at that moment.
+struct FakeJobs {
+    sfu: Arc<FakeSfu>,
+    discarded: Mutex<Vec<(String, String, bool)>>,
+}
+
+impl FakeJobs {
+    /// (LiveKit room, identity) of every discarded job.
+    fn discarded(&self) -> Vec<(String, String)> {
+        let discarded = self.discarded.lock().unwrap();
+        for (_, identity, before_removal) in discarded.iter() {
+            assert!(before_removal, "{identity}: discarded after its removal");
+        }
+        discarded
+            .iter()
+            .map(|(room, identity, _)| (room.clone(), identity.clone()))
+            .collect()
+    }
+}
+
+impl Jobs for FakeJobs {
+    fn discard<'a>(
+        &'a self,
+        livekit_room: &'a str,
+        livekit_identity: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        let before_removal = !self.sfu.removed().iter().any(|id| id == livekit_identity)
+            && self.sfu.deleted.lock().unwrap().is_empty();
+        self.discarded.lock().unwrap().push((
+            livekit_room.to_owned(),
+            livekit_identity.to_owned(),
+            before_removal,
+        ));
+        Box::pin(async {})
+    }
+}
+
 struct Setup {
     monitor: Monitor,
     homeserver: Arc<FakeHomeserver>,
     sfu: Arc<FakeSfu>,
+    jobs: Arc<FakeJobs>,
     metrics: Arc<Metrics>,
 }
 
@@ -230,10 +269,15 @@ async fn setup_with(settings: Settings) -> Setup {
     let homeserver = Arc::new(FakeHomeserver::default());
     let sfu = Arc::new(FakeSfu::default());
     let metrics = Arc::new(Metrics::new());
+    let jobs = Arc::new(FakeJobs {
+        sfu: sfu.clone(),
+        discarded: Mutex::default(),
+    });
     let monitor = Monitor::new(
         settings,
         homeserver.clone(),
         sfu.clone(),
+        jobs.clone(),
         Arc::clone(&metrics),
     )
     .await
@@ -242,6 +286,7 @@ async fn setup_with(settings: Settings) -> Setup {
         monitor,
         homeserver,
         sfu,
+        jobs,
         metrics,
     }
 }
@@ -296,10 +341,13 @@ async fn a_connected_user_who_left_is_removed_and_the_others_stay() {
     assert_eq!(states["@alice:hs"], State::Revoked);
     assert_eq!(states["@bob:hs"], State::Connected);
     assert_eq!(s.metrics.membership.kicks(Kick::RemoveParticipant), 1);
+    // Step 4: alice's delegated leave is discarded (before the removal), bob's is kept.
+    assert_eq!(s.jobs.discarded(), [(LK.to_owned(), identity("@alice:hs"))]);
 
     // Removed once: the next sweep leaves the revoked entry alone.
     s.monitor.sweep().await;
     assert_eq!(s.sfu.removed().len(), 1);
+    assert_eq!(s.jobs.discarded().len(), 1);
 }
 
 #[tokio::test]
@@ -345,6 +393,16 @@ async fn our_server_leaving_deletes_the_livekit_room_and_revokes_everyone() {
             .all(|state| *state == State::Revoked)
     );
     assert_eq!(s.metrics.membership.kicks(Kick::DeleteRoom), 1);
+    let mut discarded = s.jobs.discarded();
+    discarded.sort();
+    assert_eq!(
+        discarded,
+        [
+            (LK.to_owned(), identity("@alice:hs")),
+            (LK.to_owned(), identity("@pending:hs"))
+        ],
+        "every job of the deleted room, pending ones too"
+    );
     assert_eq!(
         s.homeserver.calls(),
         [
@@ -384,6 +442,10 @@ async fn uncertainty_never_removes_anyone() {
     assert_eq!(metrics.failures(Stage::Namespace), 1);
     assert_eq!(metrics.failures(Stage::ClientApi), 1);
     assert_eq!(metrics.kicks(Kick::RemoveParticipant), 0);
+    assert!(
+        s.jobs.discarded().is_empty(),
+        "no job discarded on uncertainty"
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use matrixrtc_auth::livekit::webhook::{Notification, ParticipantChange};
 use matrixrtc_auth::membership::entry::{PARTICIPANTS_KEY, State};
 use matrixrtc_auth::membership::homeserver::{Homeserver, HomeserverError, Members};
+use matrixrtc_auth::membership::jobs::Jobs;
 use matrixrtc_auth::membership::sfu::{RetryPolicy, Sfu, SfuError};
 use matrixrtc_auth::membership::store::lease_key;
 use matrixrtc_auth::membership::{Monitor, Settings};
@@ -22,6 +23,15 @@ use serde_json::{Value, json};
 
 use crate::support::bounded;
 use crate::support::redis::RedisServer;
+
+/// No delegated leaves in these tests.
+struct NoJobs;
+
+impl Jobs for NoJobs {
+    fn discard<'a>(&'a self, _room: &'a str, _identity: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
 
 /// Everyone's joined set is `joined`; counts `joined_members` calls per room.
 #[derive(Default)]
@@ -121,6 +131,7 @@ async fn monitor(
         settings(redis_url, replica, concurrency),
         homeserver,
         sfu,
+        Arc::new(NoJobs),
         Arc::clone(&metrics),
     )
     .await

@@ -21,7 +21,8 @@ enum Call {
     FedProxy(String, Value),
     Lookup(String, String),
     CreateRoom(String),
-    Delegate(JobKey, String, String, Duration),
+    /// Key, server name, asserted user, delay ID, timeout.
+    Delegate(JobKey, String, String, String, Duration),
     Track(String, String, String, String),
 }
 
@@ -155,12 +156,14 @@ impl Effects for Fake {
         &'a self,
         key: JobKey,
         server_name: &'a str,
+        user_id: &'a str,
         delay_id: String,
         delay_timeout: Duration,
     ) -> BoxFuture<'a, Result<(), AsError>> {
         self.record(Call::Delegate(
             key,
             server_name.to_owned(),
+            user_id.to_owned(),
             delay_id,
             delay_timeout,
         ));
@@ -683,6 +686,7 @@ async fn delegation_stores_a_job_keyed_by_alias_and_as_identity() {
                     identity: token::as_identity(ALICE, "member"),
                 },
                 OWN.into(),
+                ALICE.into(),
                 "syd_1".into(),
                 Duration::from_secs(10),
             ),

@@ -413,11 +413,7 @@ impl Driver {
 
 /// One homeserver attempt. `None` when the client-server API cannot be resolved.
 async fn attempt(shared: &Shared, params: &JobParams, action: Action) -> Option<Reply> {
-    match shared
-        .homeserver
-        .attempt(&params.server_name, &params.delay_id, action)
-        .await
-    {
+    match shared.homeserver.attempt(params, action).await {
         Ok(reply) => {
             shared
                 .metrics

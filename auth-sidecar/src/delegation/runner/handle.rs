@@ -128,6 +128,13 @@ impl Delegation {
         }
     }
 
+    /// Ends the job for `key` without sending its delayed event, wherever it runs; nothing happens if there
+    /// is none. The membership monitor's revocation (as-mode spec §8.2 step 4): the participant was
+    /// removed because their user left the Matrix room, so there is nothing left to send on their behalf.
+    pub async fn discard(&self, key: &JobKey) {
+        self.notify(key, Signal::Discarded).await;
+    }
+
     /// Stops every job without homeserver calls, leaving stored jobs (and their leases, released) for
     /// the next instance. `send`s already under way may finish within the grace period.
     pub async fn shutdown(&self) {

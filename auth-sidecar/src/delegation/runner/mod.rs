@@ -22,4 +22,4 @@ mod shared;
 mod tests;
 
 pub use handle::{AddJobError, Delegation, StartError};
-pub use ports::{DelayedEventApi, LookupError, ParticipantLookup};
+pub use ports::{DelayedEventApi, DelayedEvents, LookupError, ParticipantLookup};

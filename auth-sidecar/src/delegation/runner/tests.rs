@@ -50,10 +50,10 @@ impl FakeHomeserver {
 impl DelayedEventApi for FakeHomeserver {
     fn attempt<'a>(
         &'a self,
-        server_name: &'a str,
-        delay_id: &'a str,
+        params: &'a JobParams,
         action: Action,
     ) -> BoxFuture<'a, Result<Reply, ClientApiError>> {
+        let (server_name, delay_id) = (&params.server_name, &params.delay_id);
         self.calls
             .lock()
             .expect("calls")
@@ -68,7 +68,7 @@ impl DelayedEventApi for FakeHomeserver {
         let result = match canned {
             Canned::Reply(reply) => Ok(reply),
             Canned::NoClientApi => Err(ClientApiError::NotPublished {
-                server_name: server_name.to_owned(),
+                server_name: server_name.clone(),
             }),
         };
         Box::pin(std::future::ready(result))
@@ -141,6 +141,7 @@ fn params(delay_id: &str, timeout: Duration) -> JobParams {
         server_name: "hs.example".into(),
         delay_id: delay_id.into(),
         delay_timeout: timeout,
+        as_user: None,
     }
 }
 
@@ -194,6 +195,33 @@ async fn a_participant_who_never_connects_gets_the_leave_after_the_wait() {
     assert!(close(sends[0], 30.0), "sent at {sends:?}");
     assert_eq!(h.hs.actions(), [("d1".to_owned(), Action::Send)]);
     assert_eq!(h.delegation.local_jobs(), 0, "the job ended");
+}
+
+/// As-mode spec §8.2 step 4: a job whose participant the membership monitor removed ends without a send,
+/// whether it was connected or still waiting, and later webhooks find no job.
+#[tokio::test(start_paused = true)]
+async fn a_discarded_job_ends_without_sending() {
+    let h = harness(None).await;
+    h.add("d1", 30).await;
+    h.notify(Signal::ParticipantConnected).await;
+    sleep(1.0).await;
+    assert_eq!(h.hs.actions(), [("d1".to_owned(), Action::Restart)]);
+    h.delegation.discard(&key()).await;
+    sleep(0.1).await;
+    assert_eq!(h.delegation.local_jobs(), 0, "the job ended");
+    h.notify(Signal::ParticipantConnectionAborted).await;
+    sleep(60.0).await;
+    assert_eq!(
+        h.hs.actions(),
+        [("d1".to_owned(), Action::Restart)],
+        "never sent"
+    );
+
+    h.add("d2", 30).await;
+    h.delegation.discard(&key()).await;
+    sleep(60.0).await;
+    assert_eq!(h.delegation.local_jobs(), 0);
+    assert_eq!(h.hs.actions().len(), 1, "a waiting job is not sent either");
 }
 
 #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@ fn record(identity: &str, generation: &str) -> JobRecord {
             server_name: "hs.example".into(),
             delay_id: "syd_1".into(),
             delay_timeout: Duration::from_secs(60),
+            as_user: None,
         },
         restarted_at: time::OffsetDateTime::now_utc(),
         generation: generation.into(),
