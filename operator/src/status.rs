@@ -3,7 +3,9 @@
 //! Three conditions are always written (the `Ready` printer column reads one of them):
 //! - `Ready`: every managed Deployment is rolled out at its current generation with all replicas available;
 //! - `Progressing`: a rollout is under way;
-//! - `Degraded`: the spec is invalid, a reconcile step failed, or a rollout exceeded its progress deadline.
+//! - `Degraded`: the spec is invalid, a reconcile step failed, a rollout exceeded its progress deadline, or
+//!   the spec asks for a kind the cluster does not serve (`KindNotInstalled`: the rest is applied, and
+//!   `Ready` still follows the rollouts).
 //!
 //! `lastTransitionTime` changes only when a condition's status changes, and the timestamp is whole seconds
 //! (what the API server stores), so recomputing an unchanged state yields an equal status and the controller
@@ -14,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{AppServiceStatus, MatrixRTCTransportStatus, condition};
+use crate::kinds::NotInstalled;
 
 /// Every reason the operator writes into a condition: this module's, the controller's failure reasons
 /// (`ReconcileError::condition_reason`) and the credentials' (`ResolveError::reason`). Tests check that
@@ -27,6 +30,8 @@ pub const REASONS: &[&str] = &[
     "RolloutStuck",
     "ProgressDeadlineExceeded",
     "Reconciled",
+    // Optional kinds (another project's CRD) the spec asks for but the cluster does not serve.
+    "KindNotInstalled",
     // The spec.
     "InvalidSpec",
     "UnreadableSpec",
@@ -141,6 +146,26 @@ pub enum Outcome {
         auth_is_sidecar: bool,
         discovery: Discovery,
     },
+    /// `applied` (an [`Outcome::Applied`]), except children of kinds the cluster does not serve.
+    /// Made by [`Outcome::except_not_installed`].
+    AppliedExcept {
+        applied: Box<Outcome>,
+        not_installed: Vec<NotInstalled>,
+    },
+}
+
+impl Outcome {
+    /// This outcome, noting the desired children that were left out because the cluster does not
+    /// serve their kind (unchanged when there are none).
+    pub fn except_not_installed(self, not_installed: &[NotInstalled]) -> Self {
+        if not_installed.is_empty() {
+            return self;
+        }
+        Outcome::AppliedExcept {
+            applied: Box::new(self),
+            not_installed: not_installed.to_vec(),
+        }
+    }
 }
 
 /// The status for `generation` after `outcome`, keeping transition times from `previous` where unchanged.
@@ -169,6 +194,32 @@ pub fn compute(
             last_transition_time,
         }
     };
+    if let Outcome::AppliedExcept {
+        applied,
+        not_installed,
+    } = outcome
+    {
+        let mut status = compute(generation, previous, applied, now);
+        let missing = not_installed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        // A stuck rollout stays the headline; otherwise Degraded says what could not be created.
+        if let Some(degraded) = status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition::DEGRADED && c.status == "False")
+        {
+            *degraded = condition(
+                condition::DEGRADED,
+                true,
+                "KindNotInstalled",
+                format!("{missing}\nEverything else is applied."),
+            );
+        }
+        return status;
+    }
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
 
@@ -211,6 +262,10 @@ pub fn compute(
                 ),
                 condition(condition::DEGRADED, true, reason, message.clone()),
             )
+        }
+        // Handled above (it wraps one of the others).
+        Outcome::AppliedExcept { applied, .. } => {
+            return compute(generation, previous, applied, now);
         }
         Outcome::Applied {
             livekit,
@@ -530,6 +585,59 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_not_installed_is_degraded_while_ready_follows_the_rollout() {
+        use crate::kinds::ChildKind;
+        let missing = [
+            NotInstalled {
+                kind: ChildKind::ServiceMonitor,
+                names: vec!["demo-livekit".into(), "demo-auth".into()],
+            },
+            NotInstalled {
+                kind: ChildKind::Certificate,
+                names: vec!["demo-turn-tls".into()],
+            },
+        ];
+        let ready = applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1)));
+        let status = compute(
+            Some(1),
+            None,
+            &ready.clone().except_not_installed(&missing),
+            at(1),
+        );
+        let degraded = find(&status, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "KindNotInstalled")
+        );
+        for part in [
+            "monitoring.coreos.com/v1 ServiceMonitor is not installed",
+            "demo-livekit, demo-auth were not created",
+            "cert-manager.io/v1 Certificate is not installed",
+            "Everything else is applied",
+        ] {
+            assert!(degraded.message.contains(part), "{}", degraded.message);
+        }
+        assert_eq!(find(&status, "Ready").status, "True");
+        assert_eq!(status.livekit_ready_replicas, Some(1));
+        // Nothing missing: the plain outcome.
+        assert_eq!(
+            compute(
+                Some(1),
+                None,
+                &ready.clone().except_not_installed(&[]),
+                at(1)
+            ),
+            compute(Some(1), None, &ready, at(1))
+        );
+        // A stuck rollout stays the headline.
+        let stuck = applied(Rollout::of(&stuck_deployment())).except_not_installed(&missing);
+        assert_eq!(
+            find(&compute(Some(1), None, &stuck, at(1)), "Degraded").reason,
+            "RolloutStuck"
+        );
+    }
+
+    #[test]
     fn scaled_to_zero_is_not_ready() {
         let status = compute(
             Some(1),
@@ -549,6 +657,12 @@ mod tests {
             applied(Rollout::of(&deployment(2, 2, 1, 0, 1, 1))),
             applied(Rollout::of(&deployment(1, 1, 0, 0, 0, 0))),
             applied(Rollout::of(&stuck)),
+            applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1))).except_not_installed(&[
+                NotInstalled {
+                    kind: crate::kinds::ChildKind::ServiceMonitor,
+                    names: vec!["demo-auth".into()],
+                },
+            ]),
             Outcome::InvalidSpec {
                 message: "x".into(),
             },
@@ -566,7 +680,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            8,
+            9,
             "the outcomes above cover every reason of this module: {seen:?}"
         );
         let unique: std::collections::BTreeSet<&&str> = REASONS.iter().collect();
