@@ -761,6 +761,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn children_of_a_kind_the_cluster_does_not_serve_are_left_out_and_reported() {
+        use crate::kinds::third_party::ServiceMonitor;
+        let fake = FakeApi::new();
+        let owner = Owner::new(&owner_cm("uid-1"), SELECTOR).unwrap();
+        let monitor = |name: &str| {
+            Child::ServiceMonitor(ServiceMonitor {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    labels: labels(),
+                    ..Default::default()
+                },
+                spec: Default::default(),
+            })
+        };
+        let desired = Children(vec![cm("config", "1"), monitor("a"), monitor("b")]);
+        let observed = Observed {
+            not_installed: vec![ChildKind::ServiceMonitor],
+            ..Observed::default()
+        };
+        let client = fake.client();
+        let applied = apply(&client, &owner, &desired, &observed).await.unwrap();
+        let patched: Vec<String> = fake.writes().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(patched, ["/api/v1/namespaces/ns/configmaps/config"]);
+        assert_eq!(
+            applied.not_installed,
+            [NotInstalled {
+                kind: ChildKind::ServiceMonitor,
+                names: vec!["a".into(), "b".into()],
+            }]
+        );
+        let resync = std::time::Duration::from_secs(600);
+        assert!(applied.requeue_after(resync) < resync);
+        let served = apply(&client, &owner, &desired, &Observed::default())
+            .await
+            .unwrap();
+        assert!(served.not_installed.is_empty());
+        assert_eq!(served.requeue_after(resync), resync);
+        assert!(
+            fake.writes()
+                .iter()
+                .any(|r| r.path == "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors/a"),
+            "a served kind is applied"
+        );
+    }
+
+    #[tokio::test]
     async fn secret_errors_carry_no_server_message() {
         let fake = FakeApi::new();
         fake.fail_next(http::Method::PATCH, "/secrets/creds", 422);
