@@ -14,6 +14,10 @@
 //! those places are generic over the object type, so they need no edit at all. Behaviour that really is
 //! per kind stays explicit where it belongs: Secrets are cached as metadata only and never quoted in
 //! errors (`apply`), Deployments feed the rollout status (`status`).
+//!
+//! A kind marked `[optional]` belongs to another project (its types, with only the fields the operator
+//! sets, are in [`third_party`]): the cluster may lack its CRD. Its watch then holds nothing instead of
+//! failing, and its children are left out and reported ([`NotInstalled`]) instead of applied.
 
 pub mod third_party;
 
