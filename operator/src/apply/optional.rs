@@ -198,6 +198,48 @@ mod tests {
         assert!(!served.get());
     }
 
+    /// The cache, against an API server without the ServiceMonitor CRD: ready, and reporting the kind as
+    /// not installed, while the served kinds (cert-manager's here) are not.
+    #[tokio::test]
+    async fn the_children_cache_reports_an_unserved_kind_instead_of_waiting_for_it() {
+        use crate::apply::Owner;
+        use crate::apply::cache::ChildCache;
+        use crate::kinds::ChildKind;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::ObjectMeta;
+        use matrixrtc_test_support::fake_api::FakeApi;
+
+        let fake = FakeApi::new();
+        fake.unserve("monitoring.coreos.com/v1");
+        let (cache, watches) = ChildCache::start(
+            &fake.client(),
+            &[Some("ns".to_owned())],
+            "app.kubernetes.io/managed-by=matrixrtc-operator",
+        );
+        let driving = tokio::spawn(async move {
+            futures::future::join_all(watches.into_iter().map(|w| w.drive())).await
+        });
+        let owner = Owner::new(
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("demo".into()),
+                    namespace: Some("ns".into()),
+                    uid: Some("u-1".into()),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+            "app.kubernetes.io/instance=demo",
+        )
+        .expect("an owner");
+        let observed = tokio::time::timeout(Duration::from_secs(10), cache.observe(&owner))
+            .await
+            .expect("the caches get ready although one kind is not served")
+            .expect("observed");
+        assert_eq!(observed.not_installed, [ChildKind::ServiceMonitor]);
+        driving.abort();
+    }
+
     #[tokio::test]
     async fn other_errors_pass_through_to_the_inner_retry() {
         let (start, made) = scripted(vec![vec![
