@@ -27,6 +27,11 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod operations;
+pub use operations::{
+    DisruptionBudgetSpec, IssuerRef, MonitoringSpec, ServiceMonitorSpec, TurnCertManager,
+};
+
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "matrixrtc.dev";
 /// The only served and stored version.
@@ -112,6 +117,9 @@ pub struct MatrixRTCTransportSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
     pub image_pull_secrets: Vec<String>,
+    /// Prometheus scraping of LiveKit and the authorisation service (off unless asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
 }
 
 /// Homeserver allowlists.
@@ -217,6 +225,10 @@ pub struct ManagedLiveKit {
     /// Timing of the LiveKit container's probes.
     #[serde(default)]
     pub probes: ProbesSpec,
+    /// The PodDisruptionBudget of the LiveKit pods while `replicas > 1` (default: at most one pod
+    /// down at a time).
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
 }
 
 impl Default for ManagedLiveKit {
@@ -237,6 +249,7 @@ impl Default for ManagedLiveKit {
             extra_volumes: Vec::new(),
             extra_volume_mounts: Vec::new(),
             probes: ProbesSpec::default(),
+            disruption_budget: DisruptionBudgetSpec::default(),
         }
     }
 }
@@ -544,7 +557,11 @@ pub struct PortRange {
 
 /// TURN over TLS. LiveKit advertises TURN/TLS on port 443 whatever it listens on, so `port` should
 /// be 443 as seen by clients. The container listens on 5349 (on `port` itself with `hostNetwork`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The certificate comes from `secretName` or `certManager` (at most one); with neither, TLS is
+/// terminated in front of LiveKit.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.secretName) || !has(self.certManager)")
+    .message("tls takes secretName or certManager, not both: the pods mount one certificate"))]
 #[serde(rename_all = "camelCase")]
 pub struct TurnTls {
     /// Public port (Service port, node port or host port).
@@ -556,10 +573,14 @@ pub struct TurnTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(transform = field_description_wins)]
     pub exposure: Option<Exposure>,
-    /// A `kubernetes.io/tls` Secret with the certificate for `domain`. Unset: TLS is terminated in
-    /// front of LiveKit (LiveKit `turn.external_tls`).
+    /// A `kubernetes.io/tls` Secret with the certificate for `domain`. Unset, and no `certManager`:
+    /// TLS is terminated in front of LiveKit (LiveKit `turn.external_tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// Have cert-manager issue the certificate for `domain`: the operator owns a Certificate that
+    /// writes the Secret `<name>-turn-tls`, which the LiveKit pods mount (they roll on renewal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<TurnCertManager>,
 }
 
 /// Redis used by LiveKit nodes to share state.

@@ -16,10 +16,14 @@
 //!   makes no LIST. Pruning considers the cached objects with the CR's labels and deletes only those whose
 //!   controller owner reference carries this CR's uid, with a uid precondition, so an object someone else
 //!   owns is never touched.
+//! - Children of an optional kind the cluster does not serve (a CRD of another project that is not
+//!   installed) are left out, everything else is applied, and [`Applied::not_installed`] says what was
+//!   left out, for the status.
 //! - Secret contents never reach an error message: API and decoding errors about Secrets keep only their
 //!   code and reason.
 
 pub mod cache;
+mod optional;
 mod subset;
 
 use std::collections::BTreeSet;
@@ -36,9 +40,9 @@ use sha2::{Digest, Sha256};
 
 use crate::build::Children;
 use crate::build::labels::{MANAGED_BY, MANAGER};
-use crate::kinds::Child;
 /// Kept at this path too: the end-to-end tests name kinds through it.
 pub use crate::kinds::ChildKind;
+use crate::kinds::{Child, NotInstalled};
 
 pub use subset::parse_quantity;
 
@@ -212,6 +216,8 @@ pub struct Observed {
     objects: Vec<(ChildKind, DynamicObject)>,
     /// Kinds observed as metadata only (Secrets): their body is read by name before comparing.
     metadata_only: Vec<ChildKind>,
+    /// Optional kinds the cluster does not serve: none of their children can be applied.
+    not_installed: Vec<ChildKind>,
 }
 
 impl Observed {
@@ -231,9 +237,21 @@ pub struct Applied {
     pub children: Vec<Child>,
     /// The children that needed a write (created, changed or repaired).
     pub written: Vec<ChildId>,
+    /// Desired children left out because the cluster does not serve their kind, by kind.
+    pub not_installed: Vec<NotInstalled>,
 }
 
 impl Applied {
+    /// When to look again: soon while a kind is not installed (its watch notices an installed CRD
+    /// within [`optional::RECHECK`], but that makes no event for the transport), else `resync`.
+    pub fn requeue_after(&self, resync: std::time::Duration) -> std::time::Duration {
+        if self.not_installed.is_empty() {
+            resync
+        } else {
+            resync.min(2 * optional::RECHECK)
+        }
+    }
+
     pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
         self.children.iter().filter_map(|child| match child {
             Child::Deployment(deployment) => Some(deployment),
@@ -341,6 +359,18 @@ pub async fn apply(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut applied = Applied::default();
     for child in ordered {
+        let kind = child.kind();
+        if observed.not_installed.contains(&kind) {
+            let name = child.name().to_owned();
+            match applied.not_installed.iter_mut().find(|n| n.kind == kind) {
+                Some(entry) => entry.names.push(name),
+                None => applied.not_installed.push(NotInstalled {
+                    kind,
+                    names: vec![name],
+                }),
+            }
+            continue;
+        }
         let prepared = prepare(owner, child)?;
         let api: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
@@ -539,6 +569,7 @@ mod tests {
         Ok(Observed {
             objects,
             metadata_only: Vec::new(),
+            not_installed: Vec::new(),
         })
     }
 
@@ -715,6 +746,52 @@ mod tests {
         assert_eq!(
             fake.get::<ConfigMap>(NS, "config").unwrap().data.unwrap()["user"],
             "data"
+        );
+    }
+
+    #[tokio::test]
+    async fn children_of_a_kind_the_cluster_does_not_serve_are_left_out_and_reported() {
+        use crate::kinds::third_party::ServiceMonitor;
+        let fake = FakeApi::new();
+        let owner = Owner::new(&owner_cm("uid-1"), SELECTOR).unwrap();
+        let monitor = |name: &str| {
+            Child::ServiceMonitor(ServiceMonitor {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    labels: labels(),
+                    ..Default::default()
+                },
+                spec: Default::default(),
+            })
+        };
+        let desired = Children(vec![cm("config", "1"), monitor("a"), monitor("b")]);
+        let observed = Observed {
+            not_installed: vec![ChildKind::ServiceMonitor],
+            ..Observed::default()
+        };
+        let client = fake.client();
+        let applied = apply(&client, &owner, &desired, &observed).await.unwrap();
+        let patched: Vec<String> = fake.writes().iter().map(|r| r.path.clone()).collect();
+        assert_eq!(patched, ["/api/v1/namespaces/ns/configmaps/config"]);
+        assert_eq!(
+            applied.not_installed,
+            [NotInstalled {
+                kind: ChildKind::ServiceMonitor,
+                names: vec!["a".into(), "b".into()],
+            }]
+        );
+        let resync = std::time::Duration::from_secs(600);
+        assert!(applied.requeue_after(resync) < resync);
+        let served = apply(&client, &owner, &desired, &Observed::default())
+            .await
+            .unwrap();
+        assert!(served.not_installed.is_empty());
+        assert_eq!(served.requeue_after(resync), resync);
+        assert!(
+            fake.writes()
+                .iter()
+                .any(|r| r.path == "/apis/monitoring.coreos.com/v1/namespaces/ns/servicemonitors/a"),
+            "a served kind is applied"
         );
     }
 

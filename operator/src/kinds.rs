@@ -14,6 +14,12 @@
 //! those places are generic over the object type, so they need no edit at all. Behaviour that really is
 //! per kind stays explicit where it belongs: Secrets are cached as metadata only and never quoted in
 //! errors (`apply`), Deployments feed the rollout status (`status`).
+//!
+//! A kind marked `[optional]` belongs to another project (its types, with only the fields the operator
+//! sets, are in [`third_party`]): the cluster may lack its CRD. Its watch then holds nothing instead of
+//! failing, and its children are left out and reported ([`NotInstalled`]) instead of applied.
+
+pub mod third_party;
 
 use std::fmt;
 
@@ -34,9 +40,12 @@ where
     }
 }
 
-/// Declares the owned kinds: `Variant => Type`, in apply order.
+/// Declares the owned kinds: `Variant => Type`, in apply order; `[optional]` after the type marks a
+/// kind of another project whose CRD the cluster may lack (see [`ChildKind::is_optional`]).
 macro_rules! owned_kinds {
-    ($($kind:ident => $ty:ty),+ $(,)?) => {
+    (@optional optional) => { true };
+    (@optional) => { false };
+    ($($kind:ident => $ty:ty $([$flag:ident])?),+ $(,)?) => {
         /// One object the operator owns. The set of kinds is closed so that pruning knows what to list.
         // A handful of children are built per reconcile; boxing the large variants would only add noise.
         #[allow(clippy::large_enum_variant)]
@@ -58,6 +67,15 @@ macro_rules! owned_kinds {
             pub fn api_resource(self) -> ApiResource {
                 match self {
                     $(ChildKind::$kind => ApiResource::erase::<$ty>(&()),)+
+                }
+            }
+
+            /// A kind of another project (a custom resource): the cluster may not serve it. Its
+            /// watch then holds nothing instead of failing ([`crate::apply::cache`]), and its desired
+            /// children are left out and reported instead of applied ([`crate::apply`]).
+            pub fn is_optional(self) -> bool {
+                match self {
+                    $(ChildKind::$kind => owned_kinds!(@optional $($flag)?),)+
                 }
             }
 
@@ -114,9 +132,12 @@ owned_kinds! {
     ServiceAccount => k8s_openapi::api::core::v1::ServiceAccount,
     Secret => k8s_openapi::api::core::v1::Secret,
     ConfigMap => k8s_openapi::api::core::v1::ConfigMap,
+    Certificate => third_party::Certificate [optional],
     Service => k8s_openapi::api::core::v1::Service,
     Deployment => k8s_openapi::api::apps::v1::Deployment,
+    PodDisruptionBudget => k8s_openapi::api::policy::v1::PodDisruptionBudget,
     Ingress => k8s_openapi::api::networking::v1::Ingress,
+    ServiceMonitor => third_party::ServiceMonitor [optional],
 }
 
 impl Child {
@@ -136,5 +157,30 @@ impl ChildKind {
 impl fmt::Display for ChildKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Desired children of an optional kind that the cluster does not serve (its CRD is not installed),
+/// left out of the apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotInstalled {
+    pub kind: ChildKind,
+    /// The children of that kind that were not created, by name.
+    pub names: Vec<String>,
+}
+
+impl fmt::Display for NotInstalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let resource = self.kind.api_resource();
+        write!(
+            f,
+            "{} {} is not installed in this cluster, so {} {} {} not created; install its CRD \
+             (the operator notices within about a minute) or stop asking for it in the spec",
+            resource.api_version,
+            resource.kind,
+            resource.kind,
+            self.names.join(", "),
+            if self.names.len() == 1 { "was" } else { "were" },
+        )
     }
 }

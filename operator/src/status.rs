@@ -3,7 +3,9 @@
 //! Three conditions are always written (the `Ready` printer column reads one of them):
 //! - `Ready`: every managed Deployment is rolled out at its current generation with all replicas available;
 //! - `Progressing`: a rollout is under way;
-//! - `Degraded`: the spec is invalid, a reconcile step failed, or a rollout exceeded its progress deadline.
+//! - `Degraded`: the spec is invalid, a reconcile step failed, a rollout exceeded its progress deadline, or
+//!   the spec asks for a kind the cluster does not serve (`KindNotInstalled`: the rest is applied, and
+//!   `Ready` still follows the rollouts).
 //!
 //! `lastTransitionTime` changes only when a condition's status changes, and the timestamp is whole seconds
 //! (what the API server stores), so recomputing an unchanged state yields an equal status and the controller
@@ -14,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{AppServiceStatus, MatrixRTCTransportStatus, condition};
+use crate::kinds::NotInstalled;
 
 /// Every reason the operator writes into a condition: this module's, the controller's failure reasons
 /// (`ReconcileError::condition_reason`) and the credentials' (`ResolveError::reason`). Tests check that
@@ -27,6 +30,8 @@ pub const REASONS: &[&str] = &[
     "RolloutStuck",
     "ProgressDeadlineExceeded",
     "Reconciled",
+    // Optional kinds (another project's CRD) the spec asks for but the cluster does not serve.
+    "KindNotInstalled",
     // The spec.
     "InvalidSpec",
     "UnreadableSpec",
@@ -133,13 +138,15 @@ pub enum Outcome {
         message: String,
         discovery: Option<Discovery>,
     },
-    /// Everything was applied; these are the managed Deployments as observed.
+    /// Everything was applied but children of kinds the cluster does not serve (`not_installed`); these
+    /// are the managed Deployments as observed.
     Applied {
         livekit: Option<Rollout>,
         auth: Option<Rollout>,
         /// The authorisation service runs inside the LiveKit pods.
         auth_is_sidecar: bool,
         discovery: Discovery,
+        not_installed: Vec<NotInstalled>,
     },
 }
 
@@ -217,6 +224,7 @@ pub fn compute(
             auth,
             auth_is_sidecar,
             discovery,
+            not_installed,
         } => {
             set_discovery(&mut status, discovery);
             status.livekit_ready_replicas = livekit.as_ref().map(|r| r.ready);
@@ -225,7 +233,23 @@ pub fn compute(
                 (None, true) => livekit.as_ref().map(|r| r.ready),
                 (None, false) => None,
             };
-            rollout_conditions(livekit.iter().chain(auth.iter()), condition)
+            let (ready, progressing, mut degraded) =
+                rollout_conditions(livekit.iter().chain(auth.iter()), &condition);
+            // A stuck rollout stays the headline; otherwise Degraded says what could not be created.
+            if !not_installed.is_empty() && degraded.status == "False" {
+                let missing = not_installed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                degraded = condition(
+                    condition::DEGRADED,
+                    true,
+                    "KindNotInstalled",
+                    format!("{missing}\nEverything else is applied."),
+                );
+            }
+            (ready, progressing, degraded)
         }
     };
     status.conditions = vec![ready, progressing, degraded];
@@ -359,7 +383,15 @@ mod tests {
                 livekit_service_url: "https://rtc.example.com".into(),
                 ..Default::default()
             },
+            not_installed: Vec::new(),
         }
+    }
+
+    fn except_not_installed(mut outcome: Outcome, missing: &[NotInstalled]) -> Outcome {
+        if let Outcome::Applied { not_installed, .. } = &mut outcome {
+            *not_installed = missing.to_vec();
+        }
+        outcome
     }
 
     fn at(second: i64) -> Timestamp {
@@ -530,6 +562,59 @@ mod tests {
     }
 
     #[test]
+    fn a_kind_not_installed_is_degraded_while_ready_follows_the_rollout() {
+        use crate::kinds::ChildKind;
+        let missing = [
+            NotInstalled {
+                kind: ChildKind::ServiceMonitor,
+                names: vec!["demo-livekit".into(), "demo-auth".into()],
+            },
+            NotInstalled {
+                kind: ChildKind::Certificate,
+                names: vec!["demo-turn-tls".into()],
+            },
+        ];
+        let ready = applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1)));
+        let status = compute(
+            Some(1),
+            None,
+            &except_not_installed(ready.clone(), &missing),
+            at(1),
+        );
+        let degraded = find(&status, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "KindNotInstalled")
+        );
+        for part in [
+            "monitoring.coreos.com/v1 ServiceMonitor is not installed",
+            "demo-livekit, demo-auth were not created",
+            "cert-manager.io/v1 Certificate is not installed",
+            "Everything else is applied",
+        ] {
+            assert!(degraded.message.contains(part), "{}", degraded.message);
+        }
+        assert_eq!(find(&status, "Ready").status, "True");
+        assert_eq!(status.livekit_ready_replicas, Some(1));
+        // Nothing missing: the plain outcome.
+        assert_eq!(
+            compute(
+                Some(1),
+                None,
+                &except_not_installed(ready.clone(), &[]),
+                at(1)
+            ),
+            compute(Some(1), None, &ready, at(1))
+        );
+        // A stuck rollout stays the headline.
+        let stuck = except_not_installed(applied(Rollout::of(&stuck_deployment())), &missing);
+        assert_eq!(
+            find(&compute(Some(1), None, &stuck, at(1)), "Degraded").reason,
+            "RolloutStuck"
+        );
+    }
+
+    #[test]
     fn scaled_to_zero_is_not_ready() {
         let status = compute(
             Some(1),
@@ -549,6 +634,13 @@ mod tests {
             applied(Rollout::of(&deployment(2, 2, 1, 0, 1, 1))),
             applied(Rollout::of(&deployment(1, 1, 0, 0, 0, 0))),
             applied(Rollout::of(&stuck)),
+            except_not_installed(
+                applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1))),
+                &[NotInstalled {
+                    kind: crate::kinds::ChildKind::ServiceMonitor,
+                    names: vec!["demo-auth".into()],
+                }],
+            ),
             Outcome::InvalidSpec {
                 message: "x".into(),
             },
@@ -566,7 +658,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            8,
+            9,
             "the outcomes above cover every reason of this module: {seen:?}"
         );
         let unique: std::collections::BTreeSet<&&str> = REASONS.iter().collect();

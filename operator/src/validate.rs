@@ -16,7 +16,10 @@ use std::fmt;
 
 use matrixrtc_auth::contract;
 
-use crate::api::{CredentialsSecretRef, IngressSpec, LiveKitSpec, MatrixRTCTransport};
+use crate::api::{
+    CredentialsSecretRef, IngressSpec, LiveKitSpec, MatrixRTCTransport, MonitoringSpec,
+    ServiceMonitorSpec,
+};
 use crate::build::{HASH_ANNOTATION, labels, livekit_config};
 use crate::plan::{CredentialsSource, FullAccess, Identity, LiveKitPlan, Validated, names};
 use syntax::{is_dns_label, is_dns_name, is_server_name};
@@ -71,7 +74,7 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
     c.dns_name("spec.host", &spec.host);
     let full_access = c.full_access(spec);
     let livekit = match &spec.livekit {
-        LiveKitSpec::Managed(m) => LiveKitPlan::Managed(Box::new(c.managed(m))),
+        LiveKitSpec::Managed(m) => LiveKitPlan::Managed(Box::new(c.managed(m, &id.name))),
         LiveKitSpec::External(e) => {
             c.external_url("spec.livekit.external.url", &e.url);
             if spec.credentials.is_none() {
@@ -98,6 +101,7 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
         c.non_empty(&format!("spec.imagePullSecrets[{i}]"), secret);
     }
+    let service_monitor = c.service_monitor(spec.monitoring.as_ref());
 
     if !c.problems.is_empty() {
         return Err(Invalid {
@@ -114,6 +118,7 @@ pub fn validate(cr: &MatrixRTCTransport) -> Result<Validated, Invalid> {
         credentials,
         ingress,
         image_pull_secrets: spec.image_pull_secrets.clone(),
+        service_monitor,
         warnings: c.warnings,
     };
     if let LiveKitPlan::Managed(plan) = &validated.livekit {
@@ -287,6 +292,35 @@ impl Checker {
             );
         }
         CredentialsSource::Existing(c.clone())
+    }
+
+    /// The ServiceMonitors, if enabled: their durations and labels.
+    fn service_monitor(&mut self, m: Option<&MonitoringSpec>) -> Option<ServiceMonitorSpec> {
+        let monitor = m?.service_monitor.as_ref().filter(|s| s.enabled)?;
+        let base = "spec.monitoring.serviceMonitor";
+        let durations = [
+            ("interval", Some(&monitor.interval)),
+            ("scrapeTimeout", monitor.scrape_timeout.as_ref()),
+        ];
+        for (field, value) in durations {
+            if let Some(value) = value
+                && !syntax::is_prometheus_duration(value)
+            {
+                self.problem(
+                    format!("{base}.{field}"),
+                    format!("{value:?} is not a Prometheus duration (e.g. 30s, 1m30s, 500ms)"),
+                );
+            }
+        }
+        for key in monitor.labels.keys() {
+            if labels::RESERVED.contains(&key.as_str()) {
+                self.problem(
+                    format!("{base}.labels"),
+                    format!("{key} is set by the operator"),
+                );
+            }
+        }
+        Some(monitor.clone())
     }
 
     fn ingress(&mut self, i: &IngressSpec) -> Option<IngressSpec> {

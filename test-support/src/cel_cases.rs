@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 /// How many `rule`s the CRD has: a rule added or lost must come with cases here.
-pub const RULES: usize = 20;
+pub const RULES: usize = 21;
 
 /// Specs that break a rule, each with a part of the message the rule gives.
 pub fn refused() -> Vec<(Value, &'static str)> {
@@ -103,6 +103,10 @@ pub fn refused() -> Vec<(Value, &'static str)> {
             json!({"auth": {"appService": {"enabled": true, "registrationSecret": {"name": "s", "key": "a/b"}}}}),
             "key must consist of letters",
         ),
+        (
+            json!({"livekit": {"managed": {"turn": {"domain": "t.example.com", "tls": {"secretName": "mine", "certManager": {"issuerRef": {"name": "le"}}}}}}}),
+            "tls takes secretName or certManager, not both",
+        ),
     ]
 }
 
@@ -127,6 +131,7 @@ pub fn allowed() -> Vec<Value> {
         json!({"livekit": {"managed": {"media": {"udp": {"range": {"start": 30000, "end": 34999}}}}}}),
         json!({"livekit": {"managed": {"media": {"hostNetwork": true, "tcp": {"port": 7881}}}}}),
         json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "udp": {"port": 3478}}}}}),
+        json!({"livekit": {"managed": {"turn": {"domain": "turn.example.com", "tls": {"certManager": {"issuerRef": {"name": "le", "kind": "ClusterIssuer"}}}}}}}),
         json!({"auth": {"replicas": 2, "redis": {"url": "redis://redis:6379"}}}),
         json!({"auth": {"placement": "Sidecar"}}),
         json!({"auth": {"appService": {"enabled": true, "proxyUrl": "https://auth.internal:8443", "registrationSecret": {"name": "synapse-as", "key": "rtc_1.yaml"}}}}),

@@ -708,6 +708,10 @@ def test_chart_default_images_match_the_operator_defaults() -> None:
     assert flag_values(args, "--auth-image") == [defaults["auth-image"]]
 
 
+#: The kinds of other projects the operator may create (its optional kinds).
+OPTIONAL_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Certificate")}
+
+
 def example_files() -> list[Path]:
     return sorted(cs.EXAMPLES_DIR.glob("*.yaml"))
 
@@ -721,6 +725,10 @@ def test_operator_render_output_is_valid_kubernetes_1_28(example: Path) -> None:
     assert objects, f"`render -f {example.name}` printed no objects"
     failures = []
     for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in OPTIONAL_KINDS:
+            # Kinds of other projects: no built-in schema; their shape is checked by the operator's unit tests
+            # and, against a real API server with fixture CRDs, by the Rust e2e tests.
+            continue
         failures += [f"{cs.object_id(obj)} {e}" for e in cs.kubernetes_schema_errors(obj)]
     assert not failures, "\n".join(failures)
 
@@ -927,17 +935,21 @@ class Kubectl:
         return result
 
     def can_i(self, service_account: str, verb: str, group: str, resource: str, namespace: str | None) -> bool:
-        target = f"{resource}.{group}" if group else resource
-        if "/" in resource:  # subresources are asked with --subresource
-            base, sub = resource.split("/", 1)
-            target = f"{base}.{group}" if group else base
-            args = ["auth", "can-i", verb, target, f"--subresource={sub}"]
-        else:
-            args = ["auth", "can-i", verb, target]
-        args += ["--as", service_account]
-        args += [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
-        result = self(*args, check=False)
-        return result.stdout.strip() == "yes"
+        """A SubjectAccessReview, not `kubectl auth can-i`: that one resolves the resource through discovery and
+        answers "no" for a kind the cluster does not serve (a CRD that is not installed), whatever RBAC says."""
+        base, _, sub = resource.partition("/")
+        attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": base}
+        if sub:
+            attributes["subresource"] = sub
+        if namespace:
+            attributes["namespace"] = namespace
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": service_account, "resourceAttributes": attributes},
+        }
+        result = self("create", "-o", "json", "-f", "-", stdin=json.dumps(review))
+        return bool(json.loads(result.stdout).get("status", {}).get("allowed"))
 
 
 @pytest.fixture

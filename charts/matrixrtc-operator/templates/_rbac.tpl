@@ -26,6 +26,17 @@ namespace, or into a Role in each watched namespace. Keep in step with docs/rbac
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Kinds of other projects, made only when a transport asks for them; without their CRDs the operator
+# sees a 404 and skips them, so these rules are harmless where they are not installed.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events that explain what the operator did or why it could not; each one is new, never patched.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -17,6 +17,9 @@
 //!   operator's 155 MiB resident memory, and the parsed metadata most of what was left (docs/benchmark.md).
 //! - Secrets are cached as metadata only, so no Secret content sits in the operator's memory; the body of
 //!   an owned Secret is read with a GET by name when it is about to be compared.
+//! - An optional kind (a CRD of another project, [`ChildKind::is_optional`]) the cluster does not serve
+//!   is cached as empty and reported as not installed ([`super::optional`]), instead of a watch that
+//!   never completes its first list.
 //! - A cache can be behind the API server for a moment after a write; the worst that does is one
 //!   server-side apply that changes nothing (which makes no watch event, so it cannot loop).
 
@@ -35,6 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::optional::{self, Served};
 use super::{ApiFailure, ApplyError, Observed, Owner};
 use crate::kinds::ChildKind;
 
@@ -142,6 +146,8 @@ struct ScopeCache {
     namespace: Option<String>,
     bodies: Vec<(ChildKind, Store<CachedChild>)>,
     secrets: Store<PartialObjectMeta<Secret>>,
+    /// Whether the cluster serves each optional kind.
+    served: Vec<(ChildKind, Served)>,
 }
 
 /// Caches of every owned kind, for every watched scope. Cheap to clone (shared stores).
@@ -215,6 +221,7 @@ impl ChildCache {
         for namespace in namespaces {
             let mut bodies = Vec::new();
             let mut body_watches = Vec::new();
+            let mut served = Vec::new();
             for kind in body_kinds() {
                 let resource = kind.api_resource();
                 let api: Api<CachedChild> = match namespace {
@@ -223,11 +230,20 @@ impl ChildCache {
                 };
                 let writer = Writer::new(resource.clone());
                 bodies.push((kind, writer.as_reader()));
-                let touched = watcher(api, config.clone())
-                    .default_backoff()
-                    .reflect(writer)
-                    .touched_objects()
-                    .boxed();
+                let events = if kind.is_optional() {
+                    let flag = Served::default();
+                    served.push((kind, flag.clone()));
+                    let config = config.clone();
+                    let start = move || {
+                        watcher(api.clone(), config.clone())
+                            .default_backoff()
+                            .boxed()
+                    };
+                    optional::events(start, flag, optional::RECHECK)
+                } else {
+                    watcher(api, config.clone()).default_backoff().boxed()
+                };
+                let touched = events.reflect(writer).touched_objects().boxed();
                 body_watches.push((resource, touched));
             }
             let api: Api<PartialObjectMeta<Secret>> = match namespace {
@@ -247,6 +263,7 @@ impl ChildCache {
                 namespace: namespace.clone(),
                 bodies,
                 secrets,
+                served,
             });
             watches.push(ScopeWatches {
                 namespace: namespace.clone(),
@@ -313,9 +330,17 @@ impl ChildCache {
                     (ChildKind::Secret, object)
                 }),
         );
+        // Read after the stores are ready: the flags are set before a store sees its list end.
+        let not_installed = scope
+            .served
+            .iter()
+            .filter(|(_, served)| !served.get())
+            .map(|(kind, _)| *kind)
+            .collect();
         Ok(Observed {
             objects,
             metadata_only: vec![ChildKind::Secret],
+            not_installed,
         })
     }
 

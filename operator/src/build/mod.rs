@@ -1,21 +1,25 @@
 //! Desired state: pure functions from a validated spec to the objects the operator applies.
 //!
-//! [`build`] returns every child in apply order (ServiceAccounts, Secrets, ConfigMaps, Services,
-//! Deployments, Ingress), so mounted Secrets and ConfigMaps exist before the pods that need them.
+//! [`build`] returns every child in apply order (ServiceAccounts, Secrets, ConfigMaps, the TURN
+//! Certificate, Services, Deployments, the PodDisruptionBudget, Ingress, ServiceMonitors), so mounted
+//! Secrets and ConfigMaps exist before the pods that need them.
 //! One module per kind; `pod` holds the hardening shared by both workloads. The kinds themselves are
 //! declared in [`crate::kinds`]; the builders leave ownership (namespace, owner reference, `managed-by`)
 //! to [`crate::apply::Owner::stamp`].
 
 pub mod appservice;
 pub mod auth;
+pub mod certificate;
 #[cfg(test)]
 pub(crate) mod compat;
 pub mod credentials;
 pub mod discovery;
+pub mod disruption_budget;
 pub mod ingress;
 pub mod labels;
 pub mod livekit;
 pub mod livekit_config;
+pub mod monitoring;
 mod pod;
 pub mod secret;
 pub mod secret_refs;
@@ -151,6 +155,7 @@ pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildErr
     if let Some((_, config, _)) = &livekit_parts {
         children.push(Child::ConfigMap(config.clone()));
     }
+    children.extend(certificate::build(v).map(Child::Certificate));
 
     children.extend(services::build(v).into_iter().map(Child::Service));
 
@@ -165,10 +170,12 @@ pub fn build(v: &Validated, input: &BuildInput<'_>) -> Result<Children, BuildErr
     if let Some(deployment) = auth::deployment(v, input.defaults, &auth_hash) {
         children.push(Child::Deployment(deployment));
     }
+    children.extend(disruption_budget::build(v).map(Child::PodDisruptionBudget));
 
     if let Some(ingress) = ingress::build(v) {
         children.push(Child::Ingress(ingress));
     }
+    children.extend(monitoring::build(v).into_iter().map(Child::ServiceMonitor));
     Ok(Children(children))
 }
 
@@ -191,7 +198,7 @@ mod tests {
     };
     use k8s_openapi::api::core::v1::Secret;
 
-    const FIXTURES: [&str; 7] = [
+    const FIXTURES: [&str; 8] = [
         REFERENCES_EVERYTHING,
         "",
         "auth: {placement: Sidecar}",
@@ -199,6 +206,8 @@ mod tests {
         "livekit: {managed: {media: {udp: {range: {start: 31000, end: 31600, exposure: LoadBalancer}}}}}",
         "livekit: {managed: {turn: {domain: t.example.com, udp: {port: 30004}, tls: {port: 30003, secretName: c}}}}",
         "auth: {placement: Sidecar, appService: {enabled: true, registrationSecret: {name: synapse-as}}}",
+        // Every optional kind and the disruption budget.
+        "livekit: {managed: {replicas: 2, redis: {address: 'r:6379'}, media: {service: {externalTrafficPolicy: Local}}, turn: {domain: t.example.com, tls: {certManager: {issuerRef: {name: le}}}}}}\nmonitoring: {serviceMonitor: {enabled: true}}",
     ];
 
     fn pod_hash(children: &Children, name: &str) -> String {
@@ -454,15 +463,10 @@ mod tests {
         );
         // Both tokens are only ever in Secrets.
         for child in rotated.iter() {
-            let json = match child {
-                Child::Secret(_) => continue,
-                Child::ConfigMap(o) => serde_json::to_string(o),
-                Child::ServiceAccount(o) => serde_json::to_string(o),
-                Child::Service(o) => serde_json::to_string(o),
-                Child::Deployment(o) => serde_json::to_string(o),
-                Child::Ingress(o) => serde_json::to_string(o),
+            if let Child::Secret(_) = child {
+                continue;
             }
-            .expect("serialise");
+            let json = child.to_value().expect("serialise").to_string();
             assert!(
                 !json.contains(b.as_token()) && !json.contains(b.hs_token()),
                 "{} {}",

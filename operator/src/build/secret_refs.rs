@@ -29,6 +29,10 @@ pub enum Use {
     LiveKitRedisPassword,
     /// The TURN/TLS certificate LiveKit mounts.
     TurnTls,
+    /// The TURN/TLS certificate LiveKit mounts, issued by cert-manager through the operator's
+    /// Certificate: it does not exist until cert-manager first issues it, and every renewal rolls the
+    /// pods (so LiveKit serves the new certificate).
+    TurnTlsIssued,
     /// The authorisation service's `LIVEKIT_REDIS_URL`.
     AuthRedisUrl,
 }
@@ -40,8 +44,17 @@ impl Use {
             Use::Credentials => "spec.credentials.secretName",
             Use::LiveKitRedisPassword => "spec.livekit.managed.redis.passwordSecret",
             Use::TurnTls => "spec.livekit.managed.turn.tls.secretName",
+            Use::TurnTlsIssued => "spec.livekit.managed.turn.tls.certManager",
             Use::AuthRedisUrl => "spec.auth.redis.urlSecret",
         }
+    }
+}
+
+impl Use {
+    /// The Secret may be missing without stopping the reconcile: cert-manager writes it after the
+    /// operator applies the Certificate (until then the pods wait for their volume).
+    pub fn may_be_missing(self) -> bool {
+        self == Use::TurnTlsIssued
     }
 }
 
@@ -88,13 +101,14 @@ pub fn livekit_pod(v: &Validated) -> Vec<SecretRef> {
     if let Some(secret) = plan.redis.as_ref().and_then(|r| r.password_secret.as_ref()) {
         refs.push(SecretRef::new(&secret.name, Use::LiveKitRedisPassword));
     }
-    if let Some(name) = plan
-        .turn
-        .as_ref()
-        .and_then(|t| t.tls.as_ref())
-        .and_then(|t| t.secret_name.as_ref())
+    if let Some(tls) = plan.turn.as_ref().and_then(|t| t.tls.as_ref())
+        && let Some(name) = &tls.secret_name
     {
-        refs.push(SecretRef::new(name, Use::TurnTls));
+        let used_for = match tls.issuer {
+            Some(_) => Use::TurnTlsIssued,
+            None => Use::TurnTls,
+        };
+        refs.push(SecretRef::new(name, used_for));
     }
     if v.auth_is_sidecar() {
         refs.extend(auth_redis(v));
@@ -133,6 +147,14 @@ impl SecretVersion {
         Self {
             uid: meta.uid.clone().unwrap_or_default(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A Secret that does not exist yet (one that [`Use::may_be_missing`]); its creation is a change.
+    pub fn absent() -> Self {
+        Self {
+            uid: String::new(),
+            resource_version: String::new(),
         }
     }
 }
@@ -210,6 +232,18 @@ mod tests {
         );
         assert_eq!(names(&livekit_pod(&v)), [("auth-redis", Use::AuthRedisUrl)]);
         assert!(auth_pod(&v).is_empty());
+    }
+
+    #[test]
+    fn a_cert_manager_certificate_is_referenced_as_issued() {
+        let v = validated(
+            "livekit: {managed: {turn: {domain: t.example.com, tls: {certManager: {issuerRef: {name: le, kind: ClusterIssuer}}}}}}",
+        );
+        assert_eq!(
+            names(&livekit_pod(&v)),
+            [("demo-turn-tls", Use::TurnTlsIssued)]
+        );
+        assert!(Use::TurnTlsIssued.may_be_missing() && !Use::TurnTls.may_be_missing());
     }
 
     #[test]

@@ -201,7 +201,9 @@ async fn reconcile_transport(
     };
 
     match apply_validated(transport, &validated, ctx).await {
-        Ok(applied) => {
+        Ok(mut applied) => {
+            let requeue = applied.requeue_after(resync_after(&key));
+            let not_installed = std::mem::take(&mut applied.not_installed);
             let rollout = |name: String| {
                 applied
                     .deployments()
@@ -218,10 +220,11 @@ async fn reconcile_transport(
                     .flatten(),
                 auth_is_sidecar: validated.auth_is_sidecar(),
                 discovery,
+                not_installed,
             };
             write_status(transport, &outcome, ctx).await?;
             ctx.forget_failures(&key);
-            Ok(Action::requeue(resync_after(&key)))
+            Ok(Action::requeue(requeue))
         }
         Err(error) => {
             let outcome = Outcome::Failed {

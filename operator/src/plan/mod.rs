@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Volume, VolumeMou
 use matrixrtc_auth::contract;
 
 use crate::api::{
-    AuthRedis, CredentialsSecretRef, IngressController, IngressSpec, LiveKitRedis,
-    MediaServiceSpec, ProbesSpec, Scheduling,
+    AuthRedis, CredentialsSecretRef, IngressController, IngressSpec, IssuerRef, LiveKitRedis,
+    MediaServiceSpec, ProbesSpec, Scheduling, ServiceMonitorSpec,
 };
 
 /// Key of the API key in the generated and in the operator-owned keys Secret.
@@ -124,8 +124,10 @@ pub struct TurnTlsPlan {
     /// Public port.
     pub port: u16,
     pub reach: Reach,
-    /// `None`: TLS is terminated in front of LiveKit.
+    /// `None`: TLS is terminated in front of LiveKit. With `issuer`, the Secret cert-manager writes.
     pub secret_name: Option<String>,
+    /// cert-manager issues the certificate into `secret_name` (through a Certificate the operator owns).
+    pub issuer: Option<IssuerRef>,
 }
 
 /// The embedded TURN server.
@@ -169,6 +171,9 @@ pub struct ManagedPlan {
     pub extra_volumes: Vec<Volume>,
     pub extra_volume_mounts: Vec<VolumeMount>,
     pub probes: ProbesSpec,
+    /// `maxUnavailable` of the PodDisruptionBudget; `None` when there is none (turned off, or at most
+    /// one replica).
+    pub disruption_max_unavailable: Option<i32>,
 }
 
 impl ManagedPlan {
@@ -304,6 +309,8 @@ pub struct Validated {
     pub(crate) credentials: CredentialsSource,
     pub(crate) ingress: Option<IngressSpec>,
     pub(crate) image_pull_secrets: Vec<String>,
+    /// The ServiceMonitors, when enabled.
+    pub(crate) service_monitor: Option<ServiceMonitorSpec>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -364,6 +371,11 @@ impl Validated {
 
     pub fn auth_is_sidecar(&self) -> bool {
         self.auth.placement == AuthPlacement::Sidecar
+    }
+
+    /// The ServiceMonitors to create (`spec.monitoring.serviceMonitor` with `enabled: true`).
+    pub fn service_monitor(&self) -> Option<&ServiceMonitorSpec> {
+        self.service_monitor.as_ref()
     }
 
     /// Where the API key and secret come from.

@@ -49,6 +49,11 @@ pub fn media_udp_range(cr: &str, index: usize) -> String {
     format!("{cr}-livekit-udp-range-{index}")
 }
 
+/// The cert-manager Certificate for the TURN domain, and the Secret it is issued into.
+pub fn turn_tls(cr: &str) -> String {
+    format!("{cr}-turn-tls")
+}
+
 /// The Ingress.
 pub fn ingress(cr: &str) -> String {
     cr.to_owned()

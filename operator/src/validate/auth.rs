@@ -187,6 +187,7 @@ impl Checker {
                 names::keys(cr_name),
                 names::credentials(cr_name),
                 names::app_service(cr_name),
+                names::turn_tls(cr_name),
             ];
             if !is_dns_name(&target.name) {
                 self.problem(

@@ -10,6 +10,7 @@ use crate::api::{
     TrafficPolicy, TurnSpec, UdpSpec,
 };
 use crate::build::{livekit, livekit_config};
+use crate::plan::names;
 use crate::plan::{
     AdvertisedIpPlan, ManagedPlan, PortPlan, Reach, RolloutPlan, TurnPlan, TurnTlsPlan, UdpPlan,
 };
@@ -48,7 +49,7 @@ pub const DRAIN_SECONDS_WITH_REDIS: i64 = 3600;
 pub const DRAIN_SECONDS_WITHOUT_REDIS: i64 = 30;
 
 impl Checker {
-    pub(super) fn managed(&mut self, m: &ManagedLiveKit) -> ManagedPlan {
+    pub(super) fn managed(&mut self, m: &ManagedLiveKit, cr_name: &str) -> ManagedPlan {
         let base = "spec.livekit.managed";
         self.image(&format!("{base}.image"), m.image.as_ref());
         if m.replicas < 0 {
@@ -89,7 +90,7 @@ impl Checker {
         let turn = m
             .turn
             .as_ref()
-            .map(|t| self.turn(&format!("{base}.turn"), t, host_network));
+            .map(|t| self.turn(&format!("{base}.turn"), t, host_network, cr_name));
         if let Some(redis) = &m.redis {
             self.livekit_redis(&format!("{base}.redis"), redis);
         }
@@ -122,6 +123,7 @@ impl Checker {
             extra_volumes: m.extra_volumes.clone(),
             extra_volume_mounts: m.extra_volume_mounts.clone(),
             probes: m.probes.clone(),
+            disruption_max_unavailable: self.disruption_budget(base, m),
         };
         self.port_collisions(&mbase, &plan);
         self.topology(base, &plan);
@@ -321,7 +323,19 @@ impl Checker {
         }
     }
 
-    fn turn(&mut self, path: &str, t: &TurnSpec, host_network: bool) -> TurnPlan {
+    /// The PodDisruptionBudget's `maxUnavailable`, if there is to be one.
+    fn disruption_budget(&mut self, base: &str, m: &ManagedLiveKit) -> Option<i32> {
+        let budget = &m.disruption_budget;
+        if budget.max_unavailable < 1 {
+            self.problem(
+                format!("{base}.disruptionBudget.maxUnavailable"),
+                "must be at least 1: 0 would block every node drain (set enabled: false for no budget)",
+            );
+        }
+        (budget.enabled && m.replicas > 1).then_some(budget.max_unavailable)
+    }
+
+    fn turn(&mut self, path: &str, t: &TurnSpec, host_network: bool, cr_name: &str) -> TurnPlan {
         self.dns_name(&format!("{path}.domain"), &t.domain);
         if t.udp.is_none() && t.tls.is_none() {
             self.problem(path, "turn needs udp, tls or both");
@@ -335,6 +349,23 @@ impl Checker {
             if let Some(secret) = &tls.secret_name {
                 self.non_empty(&format!("{tpath}.secretName"), secret);
             }
+            let issuer = tls.cert_manager.as_ref().map(|c| {
+                if tls.secret_name.is_some() {
+                    self.problem(
+                        &tpath,
+                        "tls takes secretName or certManager, not both: the pods mount one certificate",
+                    );
+                }
+                let ipath = format!("{tpath}.certManager.issuerRef");
+                self.non_empty(&format!("{ipath}.name"), &c.issuer_ref.name);
+                self.non_empty(&format!("{ipath}.kind"), &c.issuer_ref.kind);
+                c.issuer_ref.clone()
+            });
+            // cert-manager writes the Secret the pods mount under the operator's name for it.
+            let secret_name = match &issuer {
+                Some(_) => Some(names::turn_tls(cr_name)),
+                None => tls.secret_name.clone(),
+            };
             if host_network && tls.port < 1024 {
                 self.problem(
                     format!("{tpath}.port"),
@@ -344,7 +375,8 @@ impl Checker {
             TurnTlsPlan {
                 port: self.port_number(&format!("{tpath}.port"), tls.port),
                 reach: self.reach(&format!("{tpath}.exposure"), tls.exposure, host_network),
-                secret_name: tls.secret_name.clone(),
+                secret_name,
+                issuer,
             }
         });
         let rpath = format!("{path}.relayRange");

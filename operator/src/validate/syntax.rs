@@ -26,6 +26,30 @@ pub(super) fn is_dns_name(s: &str) -> bool {
         })
 }
 
+/// A Prometheus duration as the ServiceMonitor CRD accepts it here: one or more `<digits><unit>` with
+/// unit `ms`, `s`, `m` or `h` (the CRD's pattern `^([0-9]+(ms|s|m|h))+$`).
+pub(super) fn is_prometheus_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h"]
+            .into_iter()
+            .find(|unit| rest.starts_with(unit));
+        match unit {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A Matrix server name: a DNS name, IPv4 literal or `[IPv6]` literal, optionally with `:port`.
 pub(super) fn is_server_name(s: &str) -> bool {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {

@@ -946,3 +946,75 @@ fn app_service_mode() {
         "letters, digits",
     );
 }
+
+#[test]
+fn a_disruption_budget_needs_room_for_one_eviction_and_more_than_one_replica() {
+    assert_one(
+        "livekit: {managed: {disruptionBudget: {maxUnavailable: 0}}}",
+        "spec.livekit.managed.disruptionBudget.maxUnavailable",
+        "block every node drain",
+    );
+    assert_eq!(managed(&ok("")).disruption_max_unavailable, None);
+    let two = "livekit: {managed: {replicas: 2, redis: {address: 'r:6379'}, media: {service: {externalTrafficPolicy: Local}}}}";
+    assert_eq!(managed(&ok(two)).disruption_max_unavailable, Some(1));
+}
+
+#[test]
+fn turn_tls_takes_one_certificate_source_and_cert_manager_names_the_secret() {
+    assert_one(
+        "livekit: {managed: {turn: {domain: t.example.com, tls: {secretName: mine, certManager: {issuerRef: {name: le}}}}}}",
+        "spec.livekit.managed.turn.tls",
+        "not both",
+    );
+    assert_one(
+        "livekit: {managed: {turn: {domain: t.example.com, tls: {certManager: {issuerRef: {name: ' '}}}}}}",
+        "spec.livekit.managed.turn.tls.certManager.issuerRef.name",
+        "must not be empty",
+    );
+    let v = ok(
+        "livekit: {managed: {turn: {domain: t.example.com, tls: {certManager: {issuerRef: {name: le}}}}}}",
+    );
+    let tls = managed(&v)
+        .turn
+        .as_ref()
+        .and_then(|t| t.tls.clone())
+        .expect("tls");
+    assert_eq!(tls.secret_name.as_deref(), Some("demo-turn-tls"));
+    assert_eq!(tls.issuer.map(|i| i.kind), Some("Issuer".to_owned()));
+    // The registration Secret cannot take the name cert-manager writes.
+    assert_one(
+        "auth: {appService: {enabled: true, registrationSecret: {name: demo-turn-tls}}}",
+        "spec.auth.appService.registrationSecret.name",
+        "a Secret the operator writes",
+    );
+}
+
+#[test]
+fn service_monitor_durations_and_labels_are_checked_only_when_enabled() {
+    assert_one(
+        "monitoring: {serviceMonitor: {enabled: true, interval: '30'}}",
+        "spec.monitoring.serviceMonitor.interval",
+        "not a Prometheus duration",
+    );
+    assert_one(
+        "monitoring: {serviceMonitor: {enabled: true, scrapeTimeout: 1m30}}",
+        "spec.monitoring.serviceMonitor.scrapeTimeout",
+        "not a Prometheus duration",
+    );
+    assert_one(
+        "monitoring: {serviceMonitor: {enabled: true, labels: {app.kubernetes.io/instance: x}}}",
+        "spec.monitoring.serviceMonitor.labels",
+        "set by the operator",
+    );
+    let v =
+        ok("monitoring: {serviceMonitor: {enabled: true, interval: 1m30s, scrapeTimeout: 500ms}}");
+    assert_eq!(
+        v.service_monitor().map(|m| m.interval.as_str()),
+        Some("1m30s")
+    );
+    assert!(
+        ok("monitoring: {serviceMonitor: {enabled: false, interval: x}}")
+            .service_monitor()
+            .is_none()
+    );
+}

@@ -99,6 +99,19 @@ impl FakeApi {
             .push((method, path_suffix.to_owned(), code));
     }
 
+    /// Stop serving the API group/version `api_version` (e.g. `monitoring.coreos.com/v1`), as a cluster without
+    /// its CRD: every request under it gets 404. [`FakeApi::serve_again`] undoes it.
+    pub fn unserve(&self, api_version: &str) {
+        self.lock().unserved.push(format!("/apis/{api_version}"));
+    }
+
+    /// Serve `api_version` again (its CRD "installed").
+    pub fn serve_again(&self, api_version: &str) {
+        let prefix = format!("/apis/{api_version}");
+        self.lock().unserved.retain(|p| *p != prefix);
+        self.changed.notify_waiters();
+    }
+
     /// Store an object as if another client had created it (uid, resourceVersion and defaults are filled in).
     pub fn insert<K: Resource<DynamicType = ()> + Serialize>(&self, object: &K) -> Value {
         let value = serde_json::to_value(object).unwrap_or(Value::Null);

@@ -59,6 +59,17 @@ impl FakeApi {
             query: query.clone(),
             body: body.clone(),
         });
+        if state
+            .unserved
+            .iter()
+            .any(|prefix| path.starts_with(&format!("{prefix}/")))
+        {
+            return status_response(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
         if let Some(index) = state.failures.iter().position(|(method, suffix, _)| {
             *method == parts.method && path.ends_with(suffix.as_str())
         }) {

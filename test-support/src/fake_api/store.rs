@@ -59,6 +59,9 @@ pub(super) struct State {
     uid: u64,
     /// Injected failures: (method, path suffix, status code), consumed once each.
     pub(super) failures: Vec<(Method, String, u16)>,
+    /// API group/version paths (`/apis/<group>/<version>`) the server does not serve (a CRD that is not
+    /// installed): every request under one gets 404.
+    pub(super) unserved: Vec<String>,
 }
 
 impl State {

@@ -23,13 +23,16 @@
 //!
 //! Finally SIGTERM the operator (it must exit cleanly). Every wait is bounded. The other modules test what
 //! only a real API server shows: CEL rules and their cost ([`cel`]), NodePort allocation across namespaces
-//! ([`node_ports`]), server-side apply field ownership and garbage collection ([`ownership`]).
+//! ([`node_ports`]), server-side apply field ownership and garbage collection ([`ownership`]), and the
+//! PodDisruptionBudget and the optional kinds of other projects, with and without their CRDs
+//! ([`optional_kinds`]).
 
 mod app_service;
 mod cel;
 mod cluster;
 mod node_ports;
 mod operator;
+mod optional_kinds;
 mod ownership;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +70,7 @@ pub mod ports {
     pub const OWNERSHIP: (i32, i32) = (30013, 30014);
     pub const GARBAGE_COLLECTION: (i32, i32) = (30015, 30016);
     pub const APP_SERVICE: (i32, i32) = (30017, 30018);
+    pub const OPTIONAL_KINDS: (i32, i32) = (30019, 30020);
 }
 
 /// Run `scenario` against the cluster of `KUBECONFIG` in `count` fresh namespaces, with the CRDs installed,
@@ -148,6 +152,9 @@ async fn every_example(
     namespaces: Vec<String>,
     files: Vec<std::path::PathBuf>,
 ) -> Result<(), Failure> {
+    // An example may ask for a ServiceMonitor or a cert-manager Certificate: stand-in CRDs for them.
+    let fixtures = optional_kinds::install_fixture_crds(&client).await?;
+    eprintln!("examples: installed fixture CRDs {fixtures:?}");
     let mut process = operator::start(&namespaces).await?;
     let metrics = process.metrics().await?;
     if !metrics.contains("matrixrtc_operator_reconciles_total") {

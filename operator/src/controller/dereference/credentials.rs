@@ -157,6 +157,9 @@ pub async fn observe_references(
             })?;
         match found {
             Some(secret) => known.insert(&reference.name, SecretVersion::of(&secret.metadata)),
+            None if reference.used_for.may_be_missing() => {
+                known.insert(&reference.name, SecretVersion::absent())
+            }
             None => missing.push(format!(
                 "{} ({})",
                 reference.name,
