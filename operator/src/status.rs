@@ -234,7 +234,7 @@ pub fn compute(
                 (None, false) => None,
             };
             let (ready, progressing, mut degraded) =
-                rollout_conditions(livekit.iter().chain(auth.iter()), &condition);
+                rollout_conditions(livekit.iter().chain(auth.iter()), condition);
             // A stuck rollout stays the headline; otherwise Degraded says what could not be created.
             if !not_installed.is_empty() && degraded.status == "False" {
                 let missing = not_installed
