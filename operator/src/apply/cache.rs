@@ -25,6 +25,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,6 +38,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
 use super::optional::{self, Served};
 use super::{ApiFailure, ApplyError, Observed, Owner};
@@ -144,8 +146,8 @@ impl Resource for CachedChild {
 #[derive(Clone)]
 struct ScopeCache {
     namespace: Option<String>,
-    bodies: Vec<(ChildKind, Store<CachedChild>)>,
-    secrets: Store<PartialObjectMeta<Secret>>,
+    bodies: Vec<(ChildKind, Cached<CachedChild>)>,
+    secrets: Cached<PartialObjectMeta<Secret>>,
     /// Whether the cluster serves each optional kind.
     served: Vec<(ChildKind, Served)>,
 }
@@ -229,7 +231,7 @@ impl ChildCache {
                     None => Api::all_with(client.clone(), &resource),
                 };
                 let writer = Writer::new(resource.clone());
-                bodies.push((kind, writer.as_reader()));
+                bodies.push((kind, Cached::new(writer.as_reader())));
                 let events = if kind.is_optional() {
                     let flag = Served::default();
                     served.push((kind, flag.clone()));
@@ -262,7 +264,7 @@ impl ChildCache {
             scopes.push(ScopeCache {
                 namespace: namespace.clone(),
                 bodies,
-                secrets,
+                secrets: Cached::new(secrets),
                 served,
             });
             watches.push(ScopeWatches {
@@ -294,8 +296,8 @@ impl ChildCache {
         let wanted = selector_terms(&owner.selector);
         let mut objects = Vec::new();
         for (kind, store) in &scope.bodies {
-            ready(*kind, store).await?;
-            for cached in store.state() {
+            store.ready(*kind).await?;
+            for cached in store.store.state() {
                 if is_match(
                     cached.metadata.namespace.as_deref(),
                     |key| cached.label(key),
@@ -306,10 +308,11 @@ impl ChildCache {
                 }
             }
         }
-        ready(ChildKind::Secret, &scope.secrets).await?;
+        scope.secrets.ready(ChildKind::Secret).await?;
         objects.extend(
             scope
                 .secrets
+                .store
                 .state()
                 .into_iter()
                 .filter(|o| {
@@ -365,25 +368,50 @@ impl ChildCache {
             }
         };
         for (kind, store) in &scope.bodies {
-            for o in store.state() {
+            for o in store.store.state() {
                 add(*kind, &o.metadata);
             }
         }
-        for o in scope.secrets.state() {
+        for o in scope.secrets.store.state() {
             add(ChildKind::Secret, &o.metadata);
         }
         all
     }
 }
 
-async fn ready<K>(kind: ChildKind, store: &Store<K>) -> Result<(), ApplyError>
+/// A cache's store and its readiness, which many reconciles may await at once.
+///
+/// Why not `Store::wait_until_ready` directly: it polls one oneshot receiver, which keeps only the last
+/// poller's waker, so of several reconciles waiting together for a store's first list only one woke up
+/// and the others waited for [`READY_TIMEOUT`] (a 30 s stall of a fresh start, issue 12). Here one waiter
+/// at a time polls the store and the others wait on a tokio `OnceCell`, which wakes them all.
+#[derive(Clone)]
+struct Cached<K: Resource + Clone + 'static>
 where
-    K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    match tokio::time::timeout(READY_TIMEOUT, store.wait_until_ready()).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(not_ready(kind)),
+    store: Store<K>,
+    ready: Arc<OnceCell<()>>,
+}
+
+impl<K: Resource + Clone + 'static> Cached<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn new(store: Store<K>) -> Self {
+        Self {
+            store,
+            ready: Arc::default(),
+        }
+    }
+
+    /// Waits (at most [`READY_TIMEOUT`]) until the store has its first list.
+    async fn ready(&self, kind: ChildKind) -> Result<(), ApplyError> {
+        let first_list = self.ready.get_or_try_init(|| self.store.wait_until_ready());
+        match tokio::time::timeout(READY_TIMEOUT, first_list).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(not_ready(kind)),
+        }
     }
 }
 
@@ -473,5 +501,30 @@ mod tests {
         without_managed_fields.managed_fields = None;
         assert_eq!(back.metadata, without_managed_fields);
         assert_eq!(back.data, object.data);
+    }
+
+    #[tokio::test]
+    async fn every_reconcile_waiting_for_a_first_list_wakes_when_it_ends() {
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        let cached = Cached::new(store);
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let cached = cached.clone();
+                tokio::spawn(async move { cached.ready(ChildKind::Secret).await })
+            })
+            .collect();
+        // Let every waiter poll the store before its list ends.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        // All of them, well before READY_TIMEOUT (with `Store::wait_until_ready` awaited by each, only
+        // the last poller woke and the other three waited the full 30 s).
+        let all = futures::future::join_all(waiters);
+        let results = tokio::time::timeout(Duration::from_secs(2), all)
+            .await
+            .expect("every waiter wakes up");
+        for result in results {
+            assert!(result.expect("the waiter did not panic").is_ok());
+        }
     }
 }
