@@ -265,6 +265,7 @@ def test_a_pending_participant_who_leaves_is_not_removed(hs, alice, livekit, ser
 
     assert livekit.removals() == [(livekit_room, carol_identity)], "bob, pending, stays"
     assert livekit.deletions() == []
+    assert sweeps(instance) >= 2, "the sweep counter that test_interval_zero_never_sweeps reads counts sweeps"
 
 
 def test_interval_zero_never_sweeps(hs, alice, livekit, service) -> None:
@@ -352,8 +353,9 @@ def test_two_replicas_sharing_redis_check_a_room_once_per_interval_and_kick_once
     before, started = hs.joined_members_calls(room_id), time.monotonic()
     time.sleep(8)
     calls, took = hs.joined_members_calls(room_id) - before, time.monotonic() - started
-    # One sweeper at a time: about one call per second (both replicas would make about two).
-    assert took - 3 <= calls <= took + 1, (calls, took)
+    # One sweeper at a time: about one call per second (both replicas sweeping made 16 in 8 s), and not one
+    # per lease TTL (15 s) either. The lower bound is loose: a loaded machine may skip a tick or two.
+    assert took / 2 <= calls <= took + 1, (calls, took)
 
     membership(hs, bob, room_id, "leave")
     wait_for("bob removed", lambda: livekit.removals() != [])
