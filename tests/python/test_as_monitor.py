@@ -26,7 +26,15 @@ from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
 from hashes import h, room_alias
 import processes
 from processes import MatrixUser, free_port, http
-from test_as_mode import SLOT_ID, get_token, joined_webhook, membership, public_room, token_body
+from test_as_mode import (
+    SLOT_ID,
+    get_token,
+    join_over_federation,
+    joined_webhook,
+    membership,
+    public_room,
+    token_body,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
@@ -386,3 +394,59 @@ def test_the_last_local_member_leaving_deletes_the_livekit_room(hs, livekit, ser
     assert livekit.deletions() == [livekit_room]
     assert livekit.removals() == []
     assert metric(instance, "matrixrtc_auth_membership_kicks_total", action="delete_room") == 1
+
+
+def test_our_last_member_leaving_a_room_that_goes_on_elsewhere_deletes_the_livekit_room(
+    tmp_path_factory, tmp_path, pki, hs, livekit, service
+) -> None:
+    """Bob of server B stays in the room and holds a token for our SFU (an S-S token, tracked); the last member
+    of ours leaves, so our server is no longer in the room: our LiveKit room is deleted, nobody is removed one
+    by one, and B's SFU is not touched."""
+    hs_b = LoggedSynapse(tmp_path_factory.mktemp("as-monitor-b"), pki)
+    livekit_b = FakeLiveKit()
+    service_b = None
+    try:
+        service_b = PortedAuthService(
+            BINARY,
+            {
+                "LIVEKIT_URL": livekit_b.ws_url,
+                "LIVEKIT_KEY": LIVEKIT_KEY,
+                "LIVEKIT_SECRET": LIVEKIT_SECRET,
+                "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_b.server_name,
+                "LIVEKIT_AS_REGISTRATION_FILE": str(hs_b.registration.path),
+                "LIVEKIT_HS_SERVER_NAME": hs_b.server_name,
+                "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_b.server_name}={hs_b.client_url}",
+                "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS": "1",
+            },
+            tmp_path / "auth-b.log",
+            hs_b.registration.service_port,
+        )
+        instance = service(hs)
+        owner = hs.register(f"owner{uuid.uuid4().hex[:8]}")
+        room_id = public_room(hs, owner)
+        livekit_room = room_alias(room_id, SLOT_ID)
+        bob = hs_b.register(f"bob{uuid.uuid4().hex[:8]}")
+        join_over_federation(hs_b, bob, room_id, hs.server_name)
+        connected(hs, instance, livekit, owner, room_id)
+        body = token_body(livekit, room_id, server_name=hs.server_name)
+        response = get_token(hs_b, bob, body)
+        assert response.status == 200, response.body
+        joined_webhook(instance, livekit_room, h(bob.user_id, body["member_id"]))
+        time.sleep(2.5)
+        assert livekit.deletions() == [] and livekit.removals() == [], "we are still in the room"
+        tracked = "matrixrtc_auth_membership_tracked"
+        assert metric(instance, tracked, state="connected") == 2, "the owner's token and bob's S-S token"
+
+        membership(hs, owner, room_id, "leave")
+
+        wait_for("DeleteRoom", lambda: livekit.deletions() != [])
+        time.sleep(2.5)  # later sweeps: every entry of the room is revoked, bob's too
+        assert livekit.deletions() == [livekit_room]
+        assert livekit.removals() == []
+        assert metric(instance, tracked, state="revoked") == 2
+        assert livekit_b.snapshot() == [] and livekit_b.deletions() == [] and livekit_b.removals() == []
+    finally:
+        if service_b is not None:
+            service_b.close()
+        livekit_b.close()
+        hs_b.close()
