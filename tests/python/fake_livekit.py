@@ -1,5 +1,6 @@
-"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom` and
-`RemoveParticipant` (the membership monitor's kick).
+"""A fake LiveKit, faked only at its HTTP (Twirp) API: `POST /twirp/livekit.RoomService/CreateRoom`, and the
+membership monitor's `RemoveParticipant` (a kick), `DeleteRoom` and `GetParticipant` (answered `not_found`:
+nobody ever joins this fake, so to it every participant is one who never connected).
 
 LiveKit is faked at that API because no LiveKit server binary is available to these tests. The service never
 opens LiveKit's WebSocket; it only calls Twirp, so this records those calls and answers with a room, or with an empty
@@ -21,6 +22,8 @@ from livekit.protocol import models, room
 
 CREATE_ROOM_PATH = "/twirp/livekit.RoomService/CreateRoom"
 REMOVE_PARTICIPANT_PATH = "/twirp/livekit.RoomService/RemoveParticipant"
+DELETE_ROOM_PATH = "/twirp/livekit.RoomService/DeleteRoom"
+GET_PARTICIPANT_PATH = "/twirp/livekit.RoomService/GetParticipant"
 PROTOBUF = "application/protobuf"
 # The API key and secret the service under test signs with.
 LIVEKIT_KEY = "pytest-api-key"
@@ -44,6 +47,10 @@ class FakeLiveKit:
         self.other_paths: list[str] = []
         # (room, identity) of every RemoveParticipant.
         self.removed: list[tuple[str, str]] = []
+        # The room of every DeleteRoom.
+        self.deleted: list[str] = []
+        # (room, identity) of every GetParticipant.
+        self.looked_up: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -55,6 +62,12 @@ class FakeLiveKit:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path.endswith(REMOVE_PARTICIPANT_PATH):
                     self._remove(body)
+                    return
+                if self.path.endswith(DELETE_ROOM_PATH):
+                    self._delete(body)
+                    return
+                if self.path.endswith(GET_PARTICIPANT_PATH):
+                    self._get_participant(body)
                     return
                 if not self.path.endswith(CREATE_ROOM_PATH):
                     with fake._lock:
@@ -110,6 +123,35 @@ class FakeLiveKit:
                     fake.removed.append((request.room, request.identity))
                 self._send(200, PROTOBUF, room.RemoveParticipantResponse().SerializeToString())
 
+            def _delete(self, body: bytes) -> None:
+                request = self._parse(room.DeleteRoomRequest(), body)
+                if request is None:
+                    return
+                with fake._lock:
+                    fake.deleted.append(request.room)
+                self._send(200, PROTOBUF, room.DeleteRoomResponse().SerializeToString())
+
+            def _get_participant(self, body: bytes) -> None:
+                request = self._parse(room.RoomParticipantIdentity(), body)
+                if request is None:
+                    return
+                with fake._lock:
+                    fake.looked_up.append((request.room, request.identity))
+                self._twirp_error(404, "not_found", "participant not found")
+
+            def _parse(self, request, body: bytes):
+                """The request decoded, or None after answering `malformed`."""
+                content_type = self.headers.get("Content-Type", "")
+                if content_type != PROTOBUF:
+                    self._twirp_error(400, "malformed", f"this fake takes {PROTOBUF}, not {content_type!r}")
+                    return None
+                try:
+                    request.ParseFromString(body)
+                except DecodeError as error:
+                    self._twirp_error(400, "malformed", f"not a {type(request).__name__}: {error}")
+                    return None
+                return request
+
             def _send(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -133,6 +175,14 @@ class FakeLiveKit:
     def removals(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self.removed)
+
+    def deletions(self) -> list[str]:
+        with self._lock:
+            return list(self.deleted)
+
+    def lookups(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.looked_up)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -9,13 +9,20 @@
 //! every interval), renewed while the room is being worked on, never deleted (left to expire, so that the
 //! room is swept about once per interval whichever replica ticks first). The delegation job scripts cannot be
 //! used as they are: they tie each lease to a job entry and its generation.
+//!
+//! A call whose connection turns out to have dropped (Redis restarted) is made once more: the connection
+//! manager only reconnects after a call failed, and without the second try that call (say, tracking the
+//! first token issued after a restart) would be lost. Every call is safe to repeat: reads, and the two
+//! scripts, whose effect is the same when applied twice (a repeated compare-and-set that had applied
+//! reports a conflict, and the caller reads again).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::{Client, Cmd, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use super::entry::{Entry, Key, PARTICIPANTS_KEY};
 use crate::delegation::store::{LEASE_PREFIX, StoreError};
@@ -84,6 +91,36 @@ pub struct RedisStore {
     lease: Arc<Script>,
 }
 
+impl RedisStore {
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        again_if_dropped(|| {
+            let mut connection = self.connection.clone();
+            async move { command.query_async(&mut connection).await }
+        })
+        .await
+    }
+
+    async fn invoke<T: FromRedisValue>(&self, script: &ScriptInvocation<'_>) -> RedisResult<T> {
+        again_if_dropped(|| {
+            let mut connection = self.connection.clone();
+            async move { script.invoke_async(&mut connection).await }
+        })
+        .await
+    }
+}
+
+/// `call`, and once more if its connection had dropped (by then the manager is reconnecting).
+async fn again_if_dropped<T, F, Fut>(mut call: F) -> RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = RedisResult<T>>,
+{
+    match call().await {
+        Err(error) if error.is_connection_dropped() => call().await,
+        other => other,
+    }
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -126,9 +163,8 @@ impl Store {
                 .map(|(field, value)| (field.clone(), value.clone()))
                 .collect(),
             Self::Redis(redis) => {
-                redis::cmd("HGETALL")
-                    .arg(PARTICIPANTS_KEY)
-                    .query_async(&mut redis.connection.clone())
+                redis
+                    .query(redis::cmd("HGETALL").arg(PARTICIPANTS_KEY))
                     .await?
             }
         };
@@ -148,10 +184,8 @@ impl Store {
         let raw: Option<String> = match self {
             Self::Memory(map) => Self::memory_map(map).get(&field).cloned(),
             Self::Redis(redis) => {
-                redis::cmd("HGET")
-                    .arg(PARTICIPANTS_KEY)
-                    .arg(&field)
-                    .query_async(&mut redis.connection.clone())
+                redis
+                    .query(redis::cmd("HGET").arg(PARTICIPANTS_KEY).arg(&field))
                     .await?
             }
         };
@@ -168,10 +202,8 @@ impl Store {
         Ok(match self {
             Self::Memory(map) => Self::memory_map(map).get(&field).cloned(),
             Self::Redis(redis) => {
-                redis::cmd("HGET")
-                    .arg(PARTICIPANTS_KEY)
-                    .arg(&field)
-                    .query_async::<Option<String>>(&mut redis.connection.clone())
+                redis
+                    .query::<Option<String>>(redis::cmd("HGET").arg(PARTICIPANTS_KEY).arg(&field))
                     .await?
             }
         }
@@ -202,12 +234,14 @@ impl Store {
             }
             Self::Redis(redis) => {
                 let applied: i64 = redis
-                    .compare_and_set
-                    .key(PARTICIPANTS_KEY)
-                    .arg(field)
-                    .arg(expected)
-                    .arg(new)
-                    .invoke_async(&mut redis.connection.clone())
+                    .invoke(
+                        redis
+                            .compare_and_set
+                            .key(PARTICIPANTS_KEY)
+                            .arg(field)
+                            .arg(expected)
+                            .arg(new),
+                    )
                     .await?;
                 Ok(applied == 1)
             }
@@ -226,11 +260,13 @@ impl Store {
             Self::Memory(_) => Ok(true),
             Self::Redis(redis) => {
                 let taken: i64 = redis
-                    .lease
-                    .key(lease_key(matrix_room_id))
-                    .arg(holder)
-                    .arg(ttl_ms(ttl))
-                    .invoke_async(&mut redis.connection.clone())
+                    .invoke(
+                        redis
+                            .lease
+                            .key(lease_key(matrix_room_id))
+                            .arg(holder)
+                            .arg(ttl_ms(ttl)),
+                    )
                     .await?;
                 Ok(taken == 1)
             }
@@ -299,6 +335,75 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// A redis-server on `port` with no persistence, or None when it is not installed (outside CI).
+    fn redis_server(port: u16) -> Option<std::process::Child> {
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => Some(child),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "redis-server is not installed"
+                );
+                eprintln!("SKIP: redis-server is not installed");
+                None
+            }
+            Err(error) => panic!("could not start redis-server: {error}"),
+        }
+    }
+
+    async fn answering(port: u16) {
+        let url = format!("redis://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if Store::redis(&url).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on {port} did not answer within 5 s");
+    }
+
+    #[tokio::test]
+    async fn the_first_write_after_a_redis_restart_is_not_lost() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let Some(mut server) = redis_server(port) else {
+            return;
+        };
+        answering(port).await;
+        let store = Store::redis(&format!("redis://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let first = entry("a");
+        assert!(
+            store
+                .compare_and_set(&first.key, "", Some(&first))
+                .await
+                .unwrap()
+        );
+
+        // Killed and started again at once: the store's connection is now a dead one.
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let mut server = redis_server(port).unwrap();
+        answering(port).await;
+
+        let second = entry("b");
+        let written = store.compare_and_set(&second.key, "", Some(&second)).await;
+        let read = store.get(&second.key).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert!(written.unwrap(), "the write after the restart applied");
+        assert_eq!(read.unwrap().unwrap().entry, second);
     }
 
     #[test]
