@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET
 from processes import (
     SERVICE_START_TIMEOUT,
     SYNAPSE_START_TIMEOUT,
@@ -147,6 +148,19 @@ class AsSynapse(Synapse):
 
     def client(self, method: str, path: str, body: Any = None, token: Optional[str] = None) -> HttpResponse:
         return http(method, f"{self.client_url}{path}", body, token=token)
+
+
+def as_mode_env(hs: "AsSynapse", livekit_url: str) -> dict[str, str]:
+    """The service's variables for AS mode as `hs`'s application service, with the fake LiveKit's keys."""
+    return {
+        "LIVEKIT_URL": livekit_url,
+        "LIVEKIT_KEY": LIVEKIT_KEY,
+        "LIVEKIT_SECRET": LIVEKIT_SECRET,
+        "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs.server_name,
+        "LIVEKIT_AS_REGISTRATION_FILE": str(hs.registration.path),
+        "LIVEKIT_HS_SERVER_NAME": hs.server_name,
+        "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs.server_name}={hs.client_url}",
+    }
 
 
 class PortedAuthService:

@@ -19,7 +19,7 @@ import jwt
 import pytest
 from livekit.api import TokenVerifier
 
-from as_support import AS_ID, AsSynapse, PortedAuthService, request
+from as_support import AS_ID, AsSynapse, PortedAuthService, as_mode_env, request
 from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
 from hashes import h, identity, room_alias
 import processes
@@ -49,13 +49,7 @@ def service(tmp_path: Path, pki: processes.TestPki, hs: AsSynapse, livekit: Fake
 
     def start(**extra_env: str) -> PortedAuthService:
         env = {
-            "LIVEKIT_URL": livekit.ws_url,
-            "LIVEKIT_KEY": LIVEKIT_KEY,
-            "LIVEKIT_SECRET": LIVEKIT_SECRET,
-            "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs.server_name,
-            "LIVEKIT_AS_REGISTRATION_FILE": str(hs.registration.path),
-            "LIVEKIT_HS_SERVER_NAME": hs.server_name,
-            "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs.server_name}={hs.client_url}",
+            **as_mode_env(hs, livekit.ws_url),
             "SSL_CERT_FILE": str(pki.ca_file),
             **extra_env,
         }

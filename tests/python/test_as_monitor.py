@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from as_support import AsSynapse, PortedAuthService
+from as_support import AsSynapse, PortedAuthService, as_mode_env
 from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
 from hashes import h, room_alias
 import processes
@@ -157,13 +157,7 @@ def service(tmp_path: Path, pki: processes.TestPki, livekit: FakeLiveKit) -> Ite
 
     def start(hs: AsSynapse, port: Optional[int] = None, **extra_env: str) -> PortedAuthService:
         env = {
-            "LIVEKIT_URL": livekit.ws_url,
-            "LIVEKIT_KEY": LIVEKIT_KEY,
-            "LIVEKIT_SECRET": LIVEKIT_SECRET,
-            "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs.server_name,
-            "LIVEKIT_AS_REGISTRATION_FILE": str(hs.registration.path),
-            "LIVEKIT_HS_SERVER_NAME": hs.server_name,
-            "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs.server_name}={hs.client_url}",
+            **as_mode_env(hs, livekit.ws_url),
             "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS": "1",
             "SSL_CERT_FILE": str(pki.ca_file),
             **extra_env,

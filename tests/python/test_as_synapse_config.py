@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from as_support import AsSynapse, PortedAuthService
-from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
+from as_support import AsSynapse, PortedAuthService, as_mode_env
+from fake_livekit import FakeLiveKit
 import processes
 from processes import MatrixUser
 
@@ -27,13 +27,7 @@ def start_service(hs: AsSynapse, livekit: FakeLiveKit, log: Path, pki: processes
     if not os.access(binary, os.X_OK):
         pytest.fail(f"service binary {binary} not found; build it or set MATRIXRTC_AUTH_BIN")
     env = {
-        "LIVEKIT_URL": livekit.ws_url,
-        "LIVEKIT_KEY": LIVEKIT_KEY,
-        "LIVEKIT_SECRET": LIVEKIT_SECRET,
-        "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs.server_name,
-        "LIVEKIT_AS_REGISTRATION_FILE": str(hs.registration.path),
-        "LIVEKIT_HS_SERVER_NAME": hs.server_name,
-        "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs.server_name}={hs.client_url}",
+        **as_mode_env(hs, livekit.ws_url),
         "SSL_CERT_FILE": str(pki.ca_file),
     }
     return PortedAuthService(binary, env, log, hs.registration.service_port)
