@@ -23,6 +23,8 @@ pub mod crdgen;
 pub mod defaults;
 pub mod event_limit;
 pub mod kinds;
+#[cfg(test)]
+mod layering;
 pub mod leader;
 pub mod plan;
 pub mod port_conflicts;
