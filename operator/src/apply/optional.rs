@@ -80,8 +80,10 @@ where
                         Some((out, (start, None, true)))
                     }
                     item => {
-                        // A list began: the kind is served (set before the cache sees the list end).
-                        let emptied = if matches!(item, Ok(Event::Init)) {
+                        // The list answered: the kind is served (set before the cache sees the list
+                        // end). Not at `Init`: a watch announces `Init` before its list is even sent,
+                        // so an unserved kind starts every look with one.
+                        let emptied = if matches!(item, Ok(Event::InitApply(_) | Event::InitDone)) {
                             served.set(true);
                             false
                         } else {
@@ -177,6 +179,31 @@ mod tests {
         // The next looks are `recheck` apart; a second 404 does not empty the cache again.
         let later: Vec<_> = events.by_ref().take(3).collect().await;
         assert_eq!(kinds(&later), ["Init", "InitApply(7)", "InitDone"]);
+        assert!(served.get());
+        assert_eq!(*made.lock().unwrap(), 3);
+    }
+
+    /// What a real watch of an unserved kind does: `Init` (before the list is sent), then the 404.
+    #[tokio::test]
+    async fn a_look_that_begins_with_init_and_ends_in_404_empties_the_cache_once() {
+        let (start, made) = scripted(vec![
+            vec![Ok(Event::Init), Err(not_found())],
+            vec![Ok(Event::Init), Err(not_found())],
+            vec![
+                Ok(Event::Init),
+                Ok(Event::InitApply(7)),
+                Ok(Event::InitDone),
+            ],
+        ]);
+        let served = Served::default();
+        let mut events = events(start, served.clone(), QUICK);
+        let first: Vec<_> = events.by_ref().take(3).collect().await;
+        assert_eq!(kinds(&first), ["Init", "Init", "InitDone"]);
+        assert!(!served.get());
+        // The second look's `Init` passes (the store keeps its state), its 404 adds nothing (nor another
+        // log line); the third look is served.
+        let later: Vec<_> = events.by_ref().take(4).collect().await;
+        assert_eq!(kinds(&later), ["Init", "Init", "InitApply(7)", "InitDone"]);
         assert!(served.get());
         assert_eq!(*made.lock().unwrap(), 3);
     }
