@@ -4,8 +4,11 @@
 //!
 //! - A NodePort is allocated cluster-wide by number (TCP and UDP share the allocator), so a claim is a port
 //!   number or an inclusive range of them.
-//! - The winner is the transport created first (`creationTimestamp`), then the smaller `namespace/name`: a
+//! - The winner is the transport whose children are applied at its current generation (it holds its
+//!   ports), then the one created first (`creationTimestamp`), then the smaller `namespace/name`: a
 //!   deterministic order that never takes a port from a running transport because a newer one asks for it.
+//!   Why "applied" first: `creationTimestamp` counts whole seconds, so two transports created in the same
+//!   second tied, and the name order could pick the one the API server had refused the port to.
 //! - A transport loses to every earlier one that claims the same port, even if that one is itself refused
 //!   for another clash: the rule looks at two transports at a time, so the answer does not depend on the
 //!   order in which the controller happens to reconcile them.
@@ -53,13 +56,17 @@ pub struct Claimant {
     pub name: String,
     /// `None` sorts after every timestamp (an object read from the API server always has one).
     pub created: Option<Timestamp>,
+    /// Its status says its children are applied at its current generation: it holds its ports.
+    pub applied: bool,
     pub node_ports: Vec<PortRange>,
 }
 
 impl Claimant {
-    /// The order in which transports get their ports: older first, then by namespace and name.
-    fn rank(&self) -> (bool, Option<Timestamp>, &str, &str) {
+    /// The order in which transports get their ports: applied first, then older, then by namespace
+    /// and name.
+    fn rank(&self) -> (bool, bool, Option<Timestamp>, &str, &str) {
         (
+            !self.applied,
             self.created.is_none(),
             self.created,
             &self.namespace,
@@ -84,7 +91,7 @@ impl fmt::Display for Clash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "NodePort {} is claimed by MatrixRTCTransport {}/{}, which was created earlier; nothing of this \
+            "NodePort {} is claimed by MatrixRTCTransport {}/{}, which holds it or was created earlier; nothing of this \
              transport is applied until it asks for other ports or the other one releases the port",
             self.port, self.holder_namespace, self.holder_name
         )
@@ -143,6 +150,7 @@ mod tests {
             namespace: namespace.into(),
             name: name.into(),
             created,
+            applied: false,
             node_ports: ports
                 .iter()
                 .map(|&(start, end)| PortRange { start, end })
@@ -163,6 +171,29 @@ mod tests {
                 holder_name: "old".into()
             })
         );
+    }
+
+    #[test]
+    fn an_applied_transport_keeps_its_port_against_one_created_in_the_same_second() {
+        // "b/first" got the port; "a/second", created in the same second, sorts first by name.
+        let holder = Claimant {
+            applied: true,
+            ..claimant("b", "first", at(100), &[(30011, 30011)])
+        };
+        let newcomer = claimant("a", "second", at(100), &[(30011, 30012)]);
+        assert_eq!(losing_clash(&holder, [&newcomer]), None);
+        assert_eq!(
+            losing_clash(&newcomer, [&holder]),
+            Some(Clash {
+                port: 30011,
+                holder_namespace: "b".into(),
+                holder_name: "first".into()
+            })
+        );
+        // Applied wins over older too: a running transport never yields its port.
+        let older = claimant("c", "older", at(50), &[(30011, 30011)]);
+        assert!(losing_clash(&older, [&holder]).is_some());
+        assert_eq!(losing_clash(&holder, [&older]), None);
     }
 
     #[test]

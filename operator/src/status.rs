@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{AppServiceStatus, MatrixRTCTransportStatus, condition};
+use crate::api::{AppServiceStatus, MatrixRTCTransport, MatrixRTCTransportStatus, condition};
 use crate::kinds::NotInstalled;
 
 /// Every reason the operator writes into a condition: this module's, the controller's failure reasons
@@ -148,6 +148,20 @@ pub enum Outcome {
         discovery: Discovery,
         not_installed: Vec<NotInstalled>,
     },
+}
+
+/// The `Degraded` reasons written only after everything was applied ([`Outcome::Applied`]).
+const APPLIED_REASONS: &[&str] = &["Reconciled", "RolloutStuck", "KindNotInstalled"];
+
+/// Whether `transport`'s status says its children are applied at its current generation (so its
+/// Services hold their NodePorts).
+pub fn children_applied(transport: &MatrixRTCTransport) -> bool {
+    transport.status.as_ref().is_some_and(|status| {
+        status.observed_generation == transport.metadata.generation
+            && status.conditions.iter().any(|c| {
+                c.type_ == condition::DEGRADED && APPLIED_REASONS.contains(&c.reason.as_str())
+            })
+    })
 }
 
 /// The status for `generation` after `outcome`, keeping transition times from `previous` where unchanged.
@@ -612,6 +626,35 @@ mod tests {
             find(&compute(Some(1), None, &stuck, at(1)), "Degraded").reason,
             "RolloutStuck"
         );
+    }
+
+    #[test]
+    fn children_count_as_applied_only_after_an_applied_outcome_at_the_current_generation() {
+        let transport = |generation: i64, outcome: &Outcome| -> MatrixRTCTransport {
+            let mut t: MatrixRTCTransport = serde_json::from_value(serde_json::json!({
+                "apiVersion": "matrixrtc.dev/v1alpha1", "kind": "MatrixRTCTransport",
+                "metadata": {"name": "demo", "namespace": "ns", "generation": generation},
+                "spec": {"serverName": "example.com", "host": "rtc.example.com"},
+            }))
+            .expect("a transport");
+            t.status = Some(compute(Some(1), None, outcome, at(1)));
+            t
+        };
+        let ready = applied(Rollout::of(&deployment(1, 1, 1, 1, 1, 1)));
+        let stuck = applied(Rollout::of(&stuck_deployment()));
+        let refused = Outcome::Failed {
+            reason: "PortConflict",
+            message: "x".into(),
+            discovery: None,
+        };
+        let invalid = Outcome::InvalidSpec {
+            message: "x".into(),
+        };
+        assert!(children_applied(&transport(1, &ready)));
+        assert!(children_applied(&transport(1, &stuck)));
+        assert!(!children_applied(&transport(2, &ready)), "a newer spec");
+        assert!(!children_applied(&transport(1, &refused)));
+        assert!(!children_applied(&transport(1, &invalid)));
     }
 
     #[test]

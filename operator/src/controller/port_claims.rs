@@ -12,6 +12,7 @@ use super::{Context, Guarded};
 use crate::api::MatrixRTCTransport;
 use crate::plan::Validated;
 use crate::port_conflicts::{self, Claimant, Clash, PortRange};
+use crate::status;
 use crate::validate::{self};
 
 /// The NodePorts of one transport and the generation they were read from.
@@ -58,6 +59,7 @@ impl Context {
                     namespace: transport.metadata.namespace.clone()?,
                     name: transport.metadata.name.clone()?,
                     created: transport.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    applied: status::children_applied(transport),
                     node_ports,
                 })
             })
@@ -81,6 +83,7 @@ pub(super) fn port_clash(
         namespace: validated.namespace().to_owned(),
         name: validated.name().to_owned(),
         created: transport.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        applied: status::children_applied(transport),
         node_ports,
     };
     let others = ctx.other_claimants(transport.metadata.uid.as_deref().unwrap_or_default());
