@@ -1,7 +1,7 @@
 //! Import cycles of a crate, read from its sources: which module names which (`use crate::…`, `super::…`,
 //! `self::…` paths, and a parent naming its children), and the cycles of that graph, between any two
-//! modules ([`module_cycles`]) or between top-level modules ([`top_level_cycles`]). Each crate of the
-//! workspace has a test that asserts both are empty, so a cycle fails the build's tests where it starts.
+//! modules or between top-level modules. Each crate of the workspace has a test that calls
+//! [`assert_no_cycles`], so a cycle fails the tests of the crate where it starts.
 //!
 //! A child naming an ancestor's items, and an ancestor declaring or naming its children, are not counted:
 //! that nesting is the module tree itself. Test-only modules (`#[cfg(test)]`) are left out.
@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A module path such as `delegation::runner::driver` ("" is the crate root).
-pub type Module = String;
+type Module = String;
 
 /// Every production module of the crate and the file that holds it.
-pub fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
+fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
     let mut found = BTreeMap::new();
     let mut pending = vec![src.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -285,7 +285,7 @@ fn describe(cycle: &BTreeSet<Module>, edges: &BTreeMap<Module, BTreeSet<Module>>
 
 /// Every cycle between modules of the crate whose sources are in `src`, described one edge per line
 /// (empty: none).
-pub fn module_cycles(src: &Path) -> Vec<String> {
+fn module_cycles(src: &Path) -> Vec<String> {
     let edges = edges(&modules(src));
     cycles(&edges)
         .iter()
@@ -294,7 +294,7 @@ pub fn module_cycles(src: &Path) -> Vec<String> {
 }
 
 /// Every cycle between the top-level modules of the crate whose sources are in `src` (empty: none).
-pub fn top_level_cycles(src: &Path) -> Vec<String> {
+fn top_level_cycles(src: &Path) -> Vec<String> {
     let mut top: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     for (from, targets) in edges(&modules(src)) {
         let from = from.split("::").next().unwrap_or_default().to_owned();
@@ -309,6 +309,29 @@ pub fn top_level_cycles(src: &Path) -> Vec<String> {
         .iter()
         .map(|cycle| describe(cycle, &top))
         .collect()
+}
+
+/// Panics, naming every cycle, if the crate whose sources are in `src` has a cycle between two modules or
+/// between two top-level modules. `nested` is a module the reader must find (so a reader that found
+/// nothing cannot pass).
+pub fn assert_no_cycles(src: &Path, nested: &str) {
+    assert!(
+        modules(src).contains_key(nested),
+        "the reader did not find {nested} under {}",
+        src.display()
+    );
+    let found = module_cycles(src);
+    assert!(
+        found.is_empty(),
+        "import cycles (move the shared piece into a module of its own):\n{}",
+        found.join("\n\n")
+    );
+    let found = top_level_cycles(src);
+    assert!(
+        found.is_empty(),
+        "cycles between top-level modules (see the layering in the crate doc):\n{}",
+        found.join("\n\n")
+    );
 }
 
 #[cfg(test)]
