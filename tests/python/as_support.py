@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import pytest
+
 from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET
 from processes import (
     SERVICE_START_TIMEOUT,
@@ -27,6 +29,7 @@ from processes import (
     wait_until,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 AS_ID = "matrixrtc-auth"
 IS_JOINED_SCOPE = "urn:matrix:client:io.element.msc4502:rooms:is_joined"
 
@@ -148,6 +151,24 @@ class AsSynapse(Synapse):
 
     def client(self, method: str, path: str, body: Any = None, token: Optional[str] = None) -> HttpResponse:
         return http(method, f"{self.client_url}{path}", body, token=token)
+
+
+def auth_binary() -> str:
+    """The service binary the suite runs: `MATRIXRTC_AUTH_BIN`, else the debug build; fails the test when it
+    is not there."""
+    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"service binary {binary} not found; build it (scripts/test.sh does) or set MATRIXRTC_AUTH_BIN")
+    return binary
+
+
+def start_as_service(
+    hs: "AsSynapse", livekit_url: str, log: Path, port: Optional[int] = None, **extra_env: str
+) -> "PortedAuthService":
+    """The service in AS mode as `hs`'s application service, on the port its registration names unless `port`
+    is given (a second replica, which the homeserver does not call)."""
+    env = {**as_mode_env(hs, livekit_url), **extra_env}
+    return PortedAuthService(auth_binary(), env, log, port or hs.registration.service_port)
 
 
 def as_mode_env(hs: "AsSynapse", livekit_url: str) -> dict[str, str]:

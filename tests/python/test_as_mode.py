@@ -19,13 +19,12 @@ import jwt
 import pytest
 from livekit.api import TokenVerifier
 
-from as_support import AS_ID, AsSynapse, PortedAuthService, as_mode_env, request
+from as_support import AS_ID, AsSynapse, PortedAuthService, request, start_as_service
 from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
 from hashes import h, identity, room_alias
 import processes
 from processes import MatrixUser
 
-REPO = Path(__file__).resolve().parents[2]
 SLOT_ID = "m.call#ROOM"
 VERSIONS = ["v1", "unstable/io.element.msc4195"]
 
@@ -42,18 +41,11 @@ def hs(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> Iter
 @pytest.fixture
 def service(tmp_path: Path, pki: processes.TestPki, hs: AsSynapse, livekit: FakeLiveKit) -> Iterator[Callable[..., PortedAuthService]]:
     """Starts the service in AS mode on the registration's port: `service(**extra_env)`."""
-    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"service binary {binary} not found; build it or set MATRIXRTC_AUTH_BIN")
     started: list[PortedAuthService] = []
 
     def start(**extra_env: str) -> PortedAuthService:
-        env = {
-            **as_mode_env(hs, livekit.ws_url),
-            "SSL_CERT_FILE": str(pki.ca_file),
-            **extra_env,
-        }
-        instance = PortedAuthService(binary, env, tmp_path / f"auth-{len(started)}.log", hs.registration.service_port)
+        log = tmp_path / f"auth-{len(started)}.log"
+        instance = start_as_service(hs, livekit.ws_url, log, SSL_CERT_FILE=str(pki.ca_file), **extra_env)
         started.append(instance)
         return instance
 
@@ -327,18 +319,8 @@ def hs_b(tmp_path_factory: pytest.TempPathFactory, pki: processes.TestPki) -> It
 @pytest.fixture
 def service_b(tmp_path: Path, pki: processes.TestPki, hs_b: AsSynapse) -> Iterator[PortedAuthService]:
     """B's own service, with its own fake LiveKit."""
-    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
     livekit_b = FakeLiveKit()
-    env = {
-        "LIVEKIT_URL": livekit_b.ws_url,
-        "LIVEKIT_KEY": LIVEKIT_KEY,
-        "LIVEKIT_SECRET": LIVEKIT_SECRET,
-        "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_b.server_name,
-        "LIVEKIT_AS_REGISTRATION_FILE": str(hs_b.registration.path),
-        "LIVEKIT_HS_SERVER_NAME": hs_b.server_name,
-        "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_b.server_name}={hs_b.client_url}",
-    }
-    instance = PortedAuthService(binary, env, tmp_path / "auth-b.log", hs_b.registration.service_port)
+    instance = start_as_service(hs_b, livekit_b.ws_url, tmp_path / "auth-b.log")
     instance.livekit = livekit_b
     try:
         yield instance
@@ -413,23 +395,9 @@ def test_without_the_is_joined_scope_membership_is_unknown(tmp_path_factory, tmp
     """lk-jwt-service's README spells the scope key `io.element.msc4502.scope`: Synapse 1.163 ignores it, so
     `/is_joined` answers 403 and every token request is 502, never a token without a membership check."""
     hs_no_scope = AsSynapse(tmp_path_factory.mktemp("as-synapse-no-scope"), pki, scope_key="io.element.msc4502.scope")
-    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
     instance = None
     try:
-        instance = PortedAuthService(
-            binary,
-            {
-                "LIVEKIT_URL": livekit.ws_url,
-                "LIVEKIT_KEY": LIVEKIT_KEY,
-                "LIVEKIT_SECRET": LIVEKIT_SECRET,
-                "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_no_scope.server_name,
-                "LIVEKIT_AS_REGISTRATION_FILE": str(hs_no_scope.registration.path),
-                "LIVEKIT_HS_SERVER_NAME": hs_no_scope.server_name,
-                "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_no_scope.server_name}={hs_no_scope.client_url}",
-            },
-            tmp_path / "auth-no-scope.log",
-            hs_no_scope.registration.service_port,
-        )
+        instance = start_as_service(hs_no_scope, livekit.ws_url, tmp_path / "auth-no-scope.log")
         carol = hs_no_scope.register(f"carol{uuid.uuid4().hex[:8]}")
         room_id = hs_no_scope.create_room(carol)
 

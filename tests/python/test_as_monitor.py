@@ -9,7 +9,6 @@ Sweeps run every second; every wait is bounded.
 """
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,8 +20,8 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from as_support import AsSynapse, PortedAuthService, as_mode_env
-from fake_livekit import LIVEKIT_KEY, LIVEKIT_SECRET, FakeLiveKit
+from as_support import AsSynapse, PortedAuthService, start_as_service
+from fake_livekit import FakeLiveKit
 from hashes import h, room_alias
 import processes
 from processes import MatrixUser, free_port, http
@@ -36,8 +35,6 @@ from test_as_mode import (
     token_body,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-BINARY = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
 NAMESPACE_ERROR = (
     "our homeserver is in the room but refuses joined_members: "
     "the registration's users namespace does not cover its local members"
@@ -151,19 +148,16 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
 def service(tmp_path: Path, pki: processes.TestPki, livekit: FakeLiveKit) -> Iterator[Callable[..., PortedAuthService]]:
     """`service(hs, port=None, **extra_env)`: the service in AS mode for `hs`, sweeping every second, on the
     registration's port unless `port` is given (a second replica, which Synapse does not call)."""
-    if not os.access(BINARY, os.X_OK):
-        pytest.fail(f"service binary {BINARY} not found; build it or set MATRIXRTC_AUTH_BIN")
     started: list[PortedAuthService] = []
 
     def start(hs: AsSynapse, port: Optional[int] = None, **extra_env: str) -> PortedAuthService:
         env = {
-            **as_mode_env(hs, livekit.ws_url),
             "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS": "1",
             "SSL_CERT_FILE": str(pki.ca_file),
             **extra_env,
         }
         log = tmp_path / f"auth-{len(started)}.log"
-        instance = PortedAuthService(BINARY, env, log, port or hs.registration.service_port)
+        instance = start_as_service(hs, livekit.ws_url, log, port, **env)
         started.append(instance)
         return instance
 
@@ -400,20 +394,8 @@ def test_our_last_member_leaving_a_room_that_goes_on_elsewhere_deletes_the_livek
     livekit_b = FakeLiveKit()
     service_b = None
     try:
-        service_b = PortedAuthService(
-            BINARY,
-            {
-                "LIVEKIT_URL": livekit_b.ws_url,
-                "LIVEKIT_KEY": LIVEKIT_KEY,
-                "LIVEKIT_SECRET": LIVEKIT_SECRET,
-                "LIVEKIT_FULL_ACCESS_HOMESERVERS": hs_b.server_name,
-                "LIVEKIT_AS_REGISTRATION_FILE": str(hs_b.registration.path),
-                "LIVEKIT_HS_SERVER_NAME": hs_b.server_name,
-                "LIVEKIT_CS_API_URL_OVERRIDES": f"{hs_b.server_name}={hs_b.client_url}",
-                "LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS": "1",
-            },
-            tmp_path / "auth-b.log",
-            hs_b.registration.service_port,
+        service_b = start_as_service(
+            hs_b, livekit_b.ws_url, tmp_path / "auth-b.log", LIVEKIT_MEMBERSHIP_CHECK_INTERVAL_SECONDS="1"
         )
         instance = service(hs)
         owner = hs.register(f"owner{uuid.uuid4().hex[:8]}")

@@ -3,7 +3,6 @@ choose: `msc4502_enabled` off, the stable registration keys of lk-jwt-service's 
 `federation_domain_whitelist` on either side of a relayed request. Each needs a Synapse of its own (the
 settings are read at start), so they live apart from test_as_mode.py's shared homeservers."""
 
-import os
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -11,26 +10,18 @@ from typing import Iterator
 
 import pytest
 
-from as_support import AsSynapse, PortedAuthService, as_mode_env
+from as_support import AsSynapse, PortedAuthService, start_as_service
 from fake_livekit import FakeLiveKit
 import processes
 from processes import MatrixUser
 
-REPO = Path(__file__).resolve().parents[2]
 SLOT_ID = "m.call#ROOM"
 FLAGS_ON = {"msc4502_enabled": True, "msc4512_enabled": True}
 
 
 def start_service(hs: AsSynapse, livekit: FakeLiveKit, log: Path, pki: processes.TestPki) -> PortedAuthService:
     """The service in AS mode on the port `hs`'s registration names."""
-    binary = os.environ.get("MATRIXRTC_AUTH_BIN", str(REPO / "target" / "debug" / "matrixrtc-auth"))
-    if not os.access(binary, os.X_OK):
-        pytest.fail(f"service binary {binary} not found; build it or set MATRIXRTC_AUTH_BIN")
-    env = {
-        **as_mode_env(hs, livekit.ws_url),
-        "SSL_CERT_FILE": str(pki.ca_file),
-    }
-    return PortedAuthService(binary, env, log, hs.registration.service_port)
+    return start_as_service(hs, livekit.ws_url, log, SSL_CERT_FILE=str(pki.ca_file))
 
 
 def token_body(livekit: FakeLiveKit, room_id: str, **extra) -> dict:
