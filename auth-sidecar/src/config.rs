@@ -216,6 +216,9 @@ pub struct Config {
 
     /// `LIVEKIT_REPLICA_ID`: this replica's stable name in Redis; None gives a random one per process.
     pub replica_id: Option<String>,
+    /// `LIVEKIT_WORKER_THREADS`: 1 (the default) runs everything on one thread, more a multi-threaded
+    /// runtime with that many workers.
+    pub worker_threads: WorkerThreads,
 
     /// Application-service mode (see [`crate::appservice`]).
     pub appservice: crate::config::appservice::AppServiceConfig,
@@ -349,6 +352,11 @@ impl Config {
             .get(env::LIVEKIT_REPLICA_ID)
             .map(|raw| parse_replica_id(&raw))
             .transpose()?;
+        let worker_threads = env
+            .get(env::LIVEKIT_WORKER_THREADS)
+            .map(|raw| WorkerThreads::parse(&raw))
+            .transpose()?
+            .unwrap_or_default();
         let membership =
             crate::config::membership::MembershipConfig::from_lookup(|name| env.get(name))?;
         let (appservice, warnings) =
@@ -373,9 +381,44 @@ impl Config {
             trusted_proxies,
             notices,
             replica_id,
+            worker_threads,
             appservice,
             membership,
         })
+    }
+}
+
+/// How many threads serve requests: `LIVEKIT_WORKER_THREADS`, 1 to [`WorkerThreads::MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerThreads(std::num::NonZeroUsize);
+
+impl WorkerThreads {
+    /// More threads than any sensible pod has cores: a larger value is a typo, not a tuning.
+    pub const MAX: usize = 64;
+
+    fn parse(raw: &str) -> Result<Self, ConfigError> {
+        raw.trim()
+            .parse::<std::num::NonZeroUsize>()
+            .ok()
+            .filter(|n| n.get() <= Self::MAX)
+            .map(Self)
+            .ok_or_else(|| ConfigError::Number {
+                var: env::LIVEKIT_WORKER_THREADS,
+                expected: "an integer from 1 to 64",
+                value: raw.to_owned(),
+            })
+    }
+
+    /// The number of threads.
+    pub fn get(self) -> usize {
+        self.0.get()
+    }
+}
+
+impl Default for WorkerThreads {
+    /// One thread: the fewest cross-thread wake-ups per request (docs/benchmark-auth.md).
+    fn default() -> Self {
+        Self(std::num::NonZeroUsize::MIN)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use matrixrtc_auth::config::{self, Config};
+use matrixrtc_auth::config::{self, Config, WorkerThreads};
 use matrixrtc_auth::{healthcheck, server, telemetry};
 
 fn main() -> ExitCode {
@@ -24,11 +24,17 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn runtime(multi_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+/// One thread (the default, and the health probe): the runtime's I/O driver, timers and every task share
+/// it, so a request wakes exactly one thread. With more, each request also wakes an idle worker to look
+/// for work (about two futex calls per request at 1,000 requests/s, docs/benchmark-auth.md).
+fn runtime(threads: WorkerThreads) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads.get() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        workers => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
     };
     builder.enable_all().build()
 }
@@ -42,7 +48,7 @@ fn serve() -> ExitCode {
     // too means nothing can fall back to a provider we did not choose. It fails only if one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::init_logging(config.log_level, config.log_format);
-    let runtime = match runtime(true) {
+    let runtime = match runtime(config.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("could not start the async runtime: {error}")),
     };
@@ -57,7 +63,7 @@ fn probe() -> ExitCode {
         Ok(bind) => bind,
         Err(error) => return fail(error),
     };
-    let runtime = match runtime(false) {
+    let runtime = match runtime(WorkerThreads::default()) {
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("could not start the async runtime: {error}")),
     };

@@ -578,6 +578,35 @@ fn replica_id() {
 }
 
 #[test]
+fn worker_threads() {
+    let threads = |extra: &[(&str, &str)]| parse(&env_with(extra)).unwrap().worker_threads.get();
+    assert_eq!(threads(&[]), 1, "one thread unless asked");
+    assert_eq!(
+        threads(&[(env::LIVEKIT_WORKER_THREADS, "")]),
+        1,
+        "empty is unset"
+    );
+    assert_eq!(threads(&[(env::LIVEKIT_WORKER_THREADS, " 4 ")]), 4);
+    let max = WorkerThreads::MAX.to_string();
+    assert_eq!(
+        threads(&[(env::LIVEKIT_WORKER_THREADS, &max)]),
+        WorkerThreads::MAX
+    );
+    let too_many = (WorkerThreads::MAX + 1).to_string();
+    for bad in ["0", "-1", "1.5", "two", &too_many, "18446744073709551616"] {
+        assert_eq!(
+            error_text(&[(env::LIVEKIT_WORKER_THREADS, bad)]),
+            format!(
+                "LIVEKIT_WORKER_THREADS must be an integer from 1 to {}, got {}",
+                WorkerThreads::MAX,
+                go_quote(bad)
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
 fn go_quote_matches_go() {
     assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
     assert_eq!(go_quote("\t\n\u{1}\u{7f}é"), "\"\\t\\n\\x01\\x7fé\"");

@@ -4,7 +4,7 @@
 use crate::support::body::{self, DEVICE_ID, MEMBER_ID, ROOM_ID, SLOT_ID};
 use crate::support::jwt::{self, SECRET, hash};
 use crate::support::service::{Exited, ServiceConfig, free_port};
-use crate::support::{TempDir, World, bounded};
+use crate::support::{TempDir, World, assert_token_response, bounded};
 
 const URL_KEY_SECRET: &str = "LIVEKIT_KEY* / LIVEKIT_SECRET* and LIVEKIT_URL must be set";
 
@@ -289,6 +289,51 @@ async fn port_and_all_interfaces_bind_forms_work() {
             .start()
             .await;
         assert_eq!(service.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+/// `LIVEKIT_WORKER_THREADS`: one thread by default (the whole service on one thread), a multi-threaded
+/// runtime with that many workers when asked; tokens are issued either way, and a bad value is fatal.
+#[tokio::test]
+async fn worker_threads_set_the_runtime() {
+    bounded(async {
+        let world = World::start().await;
+        let user = world.hs.add_user("token-alice", "alice");
+        for (setting, threads) in [(None, 1), (Some("3"), 4)] {
+            let config = match setting {
+                Some(value) => world.service().set("LIVEKIT_WORKER_THREADS", value),
+                None => world.service(),
+            };
+            let service = config.start().await;
+            let response = service
+                .post_json(
+                    "/get_token",
+                    &body::get_token(&world.hs.server_name(), "token-alice", &user),
+                )
+                .await;
+            assert_token_response(
+                &response,
+                &world.livekit.ws_url(),
+                &hash(&[&user, DEVICE_ID, MEMBER_ID]),
+                &hash(&[ROOM_ID, SLOT_ID]),
+            );
+            // Threads of the process: the main thread, plus the workers of a multi-threaded runtime.
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", service.pid()))
+                .expect("the service's threads")
+                .count();
+            assert_eq!(
+                tasks, threads,
+                "threads with LIVEKIT_WORKER_THREADS={setting:?}"
+            );
+        }
+        assert_startup_error(
+            &complete()
+                .set("LIVEKIT_WORKER_THREADS", "0")
+                .run_to_exit()
+                .await,
+            "LIVEKIT_WORKER_THREADS must be an integer from 1 to 64, got \"0\"",
+        );
     })
     .await;
 }
