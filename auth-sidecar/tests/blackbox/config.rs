@@ -2,8 +2,9 @@
 //! and bind form works.
 
 use crate::support::body::{self, DEVICE_ID, MEMBER_ID, ROOM_ID, SLOT_ID};
+use crate::support::client::Response;
 use crate::support::jwt::{self, SECRET, hash};
-use crate::support::service::{Exited, ServiceConfig, free_port};
+use crate::support::service::{Exited, Service, ServiceConfig, free_port};
 use crate::support::{TempDir, World, assert_token_response, bounded};
 
 const URL_KEY_SECRET: &str = "LIVEKIT_KEY* / LIVEKIT_SECRET* and LIVEKIT_URL must be set";
@@ -180,17 +181,22 @@ async fn bad_values_of_our_variables_are_fatal() {
     .await;
 }
 
+/// `POST /get_token` for `user` with the OpenID token `token-alice`.
+async fn alice_token(service: &Service, world: &World, user: &str) -> Response {
+    service
+        .post_json(
+            "/get_token",
+            &body::get_token(&world.hs.server_name(), "token-alice", user),
+        )
+        .await
+}
+
 /// Verifies a token signed with a key and secret other than the defaults, and that it is otherwise a
 /// normal token.
 async fn assert_signed_with(config: ServiceConfig, world: &World, key: &str, secret: &str) {
     let user = world.hs.user("alice");
     let service = config.start().await;
-    let response = service
-        .post_json(
-            "/get_token",
-            &body::get_token(&world.hs.server_name(), "token-alice", &user),
-        )
-        .await;
+    let response = alice_token(&service, world, &user).await;
     assert_eq!(response.status, 200, "{}", response.text());
     let token = response.json()["jwt"].as_str().expect("jwt").to_owned();
     let verified = jwt::verify(&token, key, secret, &["exp", "nbf", "iss", "sub"]);
@@ -306,12 +312,7 @@ async fn worker_threads_set_the_runtime() {
                 None => world.service(),
             };
             let service = config.start().await;
-            let response = service
-                .post_json(
-                    "/get_token",
-                    &body::get_token(&world.hs.server_name(), "token-alice", &user),
-                )
-                .await;
+            let response = alice_token(&service, &world, &user).await;
             assert_token_response(
                 &response,
                 &world.livekit.ws_url(),
