@@ -70,9 +70,9 @@ pub mod env {
     pub const LIVEKIT_TRUSTED_HOMESERVERS: &str = "LIVEKIT_TRUSTED_HOMESERVERS";
     // --- Serving (ours) ----------------------------------------------------------------------------
     /// Threads that serve requests and make outbound calls, 1 to 64 (default 1). One thread answers
-    /// tens of thousands of token requests a second with the fewest wake-ups per request (lowest tail
-    /// latency and CPU per request, measured in docs/benchmark-auth.md); more only help a replica whose
-    /// one core is saturated. Scale out with replicas first.
+    /// tens of thousands of token requests a second with the fewest wake-ups per request (lowest CPU per
+    /// request and memory, measured in docs/benchmark-auth.md); more only help a replica whose one core
+    /// is saturated. Scale out with replicas first.
     pub const LIVEKIT_WORKER_THREADS: &str = "LIVEKIT_WORKER_THREADS";
     // --- Delegation across replicas (ours) ------------------------------------------------------
     /// This replica's stable name in Redis (leases, heartbeat, inbox), e.g. the pod name: a restarted
