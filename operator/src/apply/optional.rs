@@ -145,6 +145,15 @@ mod tests {
         (start, made)
     }
 
+    /// A watch's first list of a served kind holding one object, `item`.
+    fn served_list(item: u32) -> Vec<Result<Event<u32>, watcher::Error>> {
+        vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(item)),
+            Ok(Event::InitDone),
+        ]
+    }
+
     fn kinds(events: &[Result<Event<u32>, watcher::Error>]) -> Vec<String> {
         events
             .iter()
@@ -164,11 +173,7 @@ mod tests {
         let (start, made) = scripted(vec![
             vec![Err(not_found())],
             vec![Err(not_found())],
-            vec![
-                Ok(Event::Init),
-                Ok(Event::InitApply(7)),
-                Ok(Event::InitDone),
-            ],
+            served_list(7),
         ]);
         let served = Served::default();
         let mut events = events(start, served.clone(), QUICK);
@@ -189,11 +194,7 @@ mod tests {
         let (start, made) = scripted(vec![
             vec![Ok(Event::Init), Err(not_found())],
             vec![Ok(Event::Init), Err(not_found())],
-            vec![
-                Ok(Event::Init),
-                Ok(Event::InitApply(7)),
-                Ok(Event::InitDone),
-            ],
+            served_list(7),
         ]);
         let served = Served::default();
         let mut events = events(start, served.clone(), QUICK);
@@ -210,12 +211,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_kind_that_goes_away_empties_the_cache() {
-        let (start, _) = scripted(vec![vec![
-            Ok(Event::Init),
-            Ok(Event::InitApply(1)),
-            Ok(Event::InitDone),
-            Err(not_found()),
-        ]]);
+        let mut script = served_list(1);
+        script.push(Err(not_found()));
+        let (start, _) = scripted(vec![script]);
         let served = Served::default();
         let seen: Vec<_> = events(start, served.clone(), QUICK).take(5).collect().await;
         assert_eq!(
