@@ -245,6 +245,17 @@ mod tests {
     use super::*;
     use crate::matrix::test_support::{Answer, FakeDns, TestServer, bounded, outbound, settings};
 
+    /// A client with the default guard and its own metrics, over fake DNS.
+    fn client() -> FederationClient {
+        let outbound = outbound(&settings(), Arc::new(FakeDns::default()));
+        FederationClient::new(
+            &outbound,
+            Arc::new(Guard::default()),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn idle_connections_are_closed_on_a_timer_without_another_request() {
         bounded(async {
@@ -297,13 +308,7 @@ mod tests {
                 Answer::json(StatusCode::OK, answer_body.clone()).header("x-long", header.clone())
             })
             .await;
-            let outbound = outbound(&settings(), Arc::new(FakeDns::default()));
-            let client = FederationClient::new(
-                &outbound,
-                Arc::new(Guard::default()),
-                Arc::new(Metrics::new()),
-            )
-            .unwrap();
+            let client = client();
             let raw = format!("127.0.0.1:{}", server.port());
             let name = ServerName::parse(&raw).unwrap();
             for _ in 0..2 {
@@ -323,13 +328,7 @@ mod tests {
     async fn a_pooled_connection_is_reused_within_the_idle_timeout() {
         bounded(async {
             let server = TestServer::start(|_| Answer::json(StatusCode::OK, "{}")).await;
-            let outbound = outbound(&settings(), Arc::new(FakeDns::default()));
-            let client = FederationClient::new(
-                &outbound,
-                Arc::new(Guard::default()),
-                Arc::new(Metrics::new()),
-            )
-            .unwrap();
+            let client = client();
             let raw = format!("127.0.0.1:{}", server.port());
             let name = ServerName::parse(&raw).unwrap();
             for _ in 0..3 {
