@@ -13,14 +13,16 @@
 # platform's Rust target, linker and C compiler through $CARGO_HOME/config.toml, so the RUN line above stays the
 # command the tests run. Nothing runs under QEMU: the runtime stages only copy files.
 #
-# Why glibc and distroless rather than a static musl binary FROM scratch: the project's toolchain ships only the
-# x86_64-unknown-linux-gnu target (no musl target can be installed where it is built and tested), so the binaries
-# that CI tests are glibc binaries. gcr.io/distroless/cc-debian12 carries exactly what they need at run time (glibc,
-# libgcc, CA certificates in /etc/ssl/certs, a non-root user 65532) and nothing else: no shell, no package manager.
-# The builder is Debian 12 too, so the glibc the binaries link against is the one the runtime image has.
+# Why a static glibc binary on distroless/static rather than a static musl binary FROM scratch: the project's
+# toolchain ships only the x86_64-unknown-linux-gnu target (no musl target can be installed where it is built and
+# tested), so the binaries are glibc binaries, linked statically (release-cross-setup.sh sets
+# `-C target-feature=+crt-static`; scripts/test.sh builds the tested binaries the same way). They need no shared
+# library at run time, only what gcr.io/distroless/static-debian12 carries: CA certificates in /etc/ssl/certs,
+# /etc/nsswitch.conf and /etc/passwd with the non-root user 65532; no shell, no package manager, no C library.
+# glibc resolves names from `files` and `dns` inside a static binary, without loading NSS modules.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
 ARG TARGETARCH

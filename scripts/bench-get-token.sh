@@ -18,7 +18,7 @@
 # Knobs (environment): RUNS (3), DURATION (seconds, 10), SAT_CONNECTIONS (32), RATE (1000),
 # RATE_CONNECTIONS (1000), USERS (1000), ROOMS (50), LOAD_THREADS (generator threads, 1),
 # OUT_DIR (raw output; default a new /tmp/bench-get-token.* folder), SKIP_BUILD (1: use the binaries
-# already in target/release), CARGO_TARGET_DIR (honoured).
+# already in target/<triple>/release), CARGO_TARGET_DIR (honoured).
 #
 # Every run is bounded by its duration plus a timeout; every process started here is stopped on exit.
 set -euo pipefail
@@ -36,7 +36,9 @@ ROOMS=${ROOMS:-50}
 LOAD_THREADS=${LOAD_THREADS:-1}
 out=${OUT_DIR:-$(mktemp -d /tmp/bench-get-token.XXXXXX)}
 mkdir -p "$out"
-bin=${CARGO_TARGET_DIR:-$root/target}/release
+# Built as the images' binaries are: static, for this machine's target (scripts/release-cross-setup.sh).
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bin=${CARGO_TARGET_DIR:-$root/target}/$triple/release
 bench=$bin/matrixrtc-auth-bench
 run_timeout=$((DURATION + 60))
 # Servers exit on their own after this long, should this script be killed without its cleanup.
@@ -48,7 +50,8 @@ die() {
 }
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  cargo build --release -p matrixrtc-auth --features bench --bin matrixrtc-auth --bin matrixrtc-auth-bench
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$triple" -p matrixrtc-auth \
+    --features bench --bin matrixrtc-auth --bin matrixrtc-auth-bench
 fi
 [[ -x $bench && -x $bin/matrixrtc-auth ]] || die "binaries not found in $bin"
 

@@ -4,8 +4,9 @@
 # under QEMU emulation (see scripts/release-images.sh for why).
 #   release-cross-setup.sh <amd64|arm64>
 # It installs Debian's cross gcc (linker and C compiler for ring) and the Rust target when the target differs
-# from the build machine, then writes $CARGO_HOME/config.toml: build.target, the target's linker and its C
-# compiler. The Rust target triple is written to $RUST_TARGET_FILE (default /etc/rust-target): cargo puts the
+# from the build machine, then writes $CARGO_HOME/config.toml: build.target, static linking (build.rustflags,
+# which with a build.target reach only the target's code, not build scripts or proc macros), the target's linker
+# and its C compiler. The Rust target triple is written to $RUST_TARGET_FILE (default /etc/rust-target): cargo puts the
 # binaries under target/<triple>/release.
 # Environment for tests: BUILD_ARCH (default: dpkg's architecture), RELEASE_CROSS_DRY_RUN=1 (print the apt-get
 # and rustup commands instead of running them).
@@ -53,6 +54,9 @@ cat >"$cargo_home/config.toml" <<TOML
 # Written by release-cross-setup.sh for TARGETARCH=$target_arch on $build_arch.
 [build]
 target = "$triple"
+# Statically linked against glibc: the runtime image needs no C library, and the service maps no shared
+# libraries (docs/benchmark-auth.md, "Static linking"). scripts/test.sh builds the tested binaries the same way.
+rustflags = ["-C", "target-feature=+crt-static"]
 
 [target.$triple]
 linker = "$linker"

@@ -5,7 +5,11 @@
 # Expects a Debian 12 machine with the Rust toolchain and cargo-nextest; installs Debian packages (as root)
 # and a Python venv at .venv. Environment:
 #   PYTHON            interpreter for the venv (default: /usr/bin/python3, else python3 on PATH)
-#   CARGO_TARGET_DIR  honoured when locating the service binary for the Python suite
+#   CARGO_TARGET_DIR  honoured when locating the binaries for the e2e and Python tests
+#
+# Everything is built statically linked, for the build machine's own Rust target (`--target`, so build scripts and
+# proc macros stay dynamic), as the Dockerfile builds the images' binaries (scripts/release-cross-setup.sh): the
+# tests run binaries linked the way the shipped ones are. Builds land in target/<triple>/{debug,release}.
 #
 # `scripts/test.sh --release-binaries` instead builds the release binaries exactly as the Dockerfile does and
 # runs only the checks of the shipped binaries on them (CI runs it as its own job; see below).
@@ -88,6 +92,19 @@ end_phase "Python venv"
 
 status=0
 
+# Static glibc, like the images' binaries (scripts/release-cross-setup.sh writes the same flags into the
+# Dockerfile's cargo configuration; tests/python/test_release.py keeps the two equal). RUSTFLAGS overrides any
+# configured rustflags, so a developer's own configuration cannot make the tested binaries dynamic.
+STATIC_RUSTFLAGS="-C target-feature=+crt-static"
+export RUSTFLAGS="$STATIC_RUSTFLAGS"
+TARGET_TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
+[[ -n $TARGET_TRIPLE ]] || {
+    echo "could not read the host target from rustc -vV" >&2
+    exit 1
+}
+export CARGO_BUILD_TARGET="$TARGET_TRIPLE"
+BUILD_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET_TRIPLE"
+
 # --- Release binaries only ----------------------------------------------------------------------------
 # The checks of the shipped binaries in test_chart.py (their names contain `shipped_binary`).
 if [[ $mode == release-binaries ]]; then
@@ -98,7 +115,7 @@ if [[ $mode == release-binaries ]]; then
     end_phase "release build"
     if ((status == 0)); then
         start_phase "pytest (shipped binaries)"
-        export MATRIXRTC_RELEASE_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+        export MATRIXRTC_RELEASE_DIR="$BUILD_DIR/release"
         "$VENV/bin/python" -m pytest tests/python/test_chart.py -q -rs -k shipped_binary || status=1
         end_phase "pytest (shipped binaries)"
     fi
@@ -158,7 +175,7 @@ else
     echo "NOTE: $CONTROL_PLANE not found: the real-cluster tests skip unless KUBECONFIG names a cluster"
 fi
 # The e2e tests run the operator binary that the nextest phase builds (never another build).
-export MATRIXRTC_OPERATOR_BIN="${MATRIXRTC_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/matrixrtc-operator}"
+export MATRIXRTC_OPERATOR_BIN="${MATRIXRTC_OPERATOR_BIN:-$BUILD_DIR/debug/matrixrtc-operator}"
 
 # --- Rust tests -------------------------------------------------------------------------------------
 start_phase "cargo nextest"
@@ -169,16 +186,16 @@ fi
 end_phase "cargo nextest"
 
 # --- The binaries the images ship ---------------------------------------------------------------------
-# The Python suite checks that the shipped binaries start, print the checked-in CRD and link only what the
-# runtime image has. Here it checks the binaries the test build above produced: the release profile changes
-# optimisation and LTO, not what is linked or how the binaries behave. The fat-LTO release build itself
+# The Python suite checks that the shipped binaries start, print the checked-in CRD and are statically linked.
+# Here it checks the binaries the test build above produced: the release profile changes optimisation and LTO,
+# not what is linked or how the binaries behave. The fat-LTO release build itself
 # (about 14 minutes on 2 cores, the longest phase CI had) runs as its own CI job, in parallel on GitHub:
-# scripts/test-release-binaries.sh builds exactly as the Dockerfile does and runs the same checks on it.
-export MATRIXRTC_RELEASE_DIR="${MATRIXRTC_RELEASE_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
+# `scripts/test.sh --release-binaries` builds exactly as the Dockerfile does and runs the same checks on it.
+export MATRIXRTC_RELEASE_DIR="${MATRIXRTC_RELEASE_DIR:-$BUILD_DIR/debug}"
 
 # --- Python suite: real Synapse, real Helm, Kubernetes 1.28 schemas ------------------------------------
 start_phase "pytest"
-export MATRIXRTC_AUTH_BIN="${MATRIXRTC_AUTH_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/matrixrtc-auth}"
+export MATRIXRTC_AUTH_BIN="${MATRIXRTC_AUTH_BIN:-$BUILD_DIR/debug/matrixrtc-auth}"
 if [[ ! -x $MATRIXRTC_AUTH_BIN ]]; then
     echo "service binary $MATRIXRTC_AUTH_BIN was not built" >&2
     status=1

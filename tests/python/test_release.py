@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -568,6 +569,8 @@ def test_cross_setup_points_cargo_at_the_target(tmp_path: Path, target: str, bui
     assert result.returncode == 0, result.stderr
     config = tomllib.loads((tmp_path / "cargo" / "config.toml").read_text())
     assert config["build"]["target"] == triple
+    # Static, with the very flags scripts/test.sh builds the tested binaries with.
+    assert config["build"]["rustflags"] == shlex.split(static_rustflags_of_the_test_script())
     gnu = triple.replace("-unknown-", "-")
     expected = f"{gnu}-gcc" if cross else "gcc"
     assert config["target"][triple]["linker"] == expected
@@ -579,6 +582,13 @@ def test_cross_setup_points_cargo_at_the_target(tmp_path: Path, target: str, bui
         assert any(f"libc6-dev-{target}-cross" in l for l in installs)
     else:
         assert not installs
+
+
+def static_rustflags_of_the_test_script() -> str:
+    """STATIC_RUSTFLAGS as scripts/test.sh sets it."""
+    match = re.search(r'^STATIC_RUSTFLAGS="([^"]+)"$', (SCRIPTS / "test.sh").read_text(), re.M)
+    assert match, "scripts/test.sh no longer sets STATIC_RUSTFLAGS"
+    return match.group(1)
 
 
 def test_cross_setup_refuses_other_architectures(tmp_path: Path) -> None:
