@@ -299,9 +299,16 @@ impl Discovery {
         self.start_reaper();
         let (slot, hit) = self.slot(name.as_str(), trusted, Instant::now());
         self.metrics.discovery_cache(hit);
-        slot.get_or_try_init(|| async { self.discover(name, trusted).await.map(Arc::new) })
-            .await
-            .map(Arc::clone)
+        if let Some(route) = slot.get() {
+            return Ok(Arc::clone(route));
+        }
+        // Boxed: discovery (`.well-known`, SRV) is rare next to cache hits, and inline it would make the
+        // future of every lookup in flight KiB larger (see `FederationClient::get_on`).
+        Box::pin(
+            slot.get_or_try_init(|| async { self.discover(name, trusted).await.map(Arc::new) }),
+        )
+        .await
+        .map(Arc::clone)
     }
 
     /// Forgets `route` for `name` (if it is still the cached one), so the next lookup discovers anew.

@@ -128,7 +128,9 @@ impl FederationClient {
                 Err(other) => return Err(other),
             }
         }
-        let mut sender = self.connect(route, trusted).await?;
+        // Boxed: DNS, TCP and TLS handshakes are rare next to pooled requests, and inline they would make the
+        // future of every lookup in flight KiB larger (with discovery's box: 3.5 KiB became 1.1 KiB).
+        let mut sender = Box::pin(self.connect(route, trusted)).await?;
         let answer = send(&mut sender, route, path_and_query).await?;
         route.idle.put(sender);
         Ok(answer)
