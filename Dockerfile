@@ -17,9 +17,9 @@
 # toolchain ships only the x86_64-unknown-linux-gnu target (no musl target can be installed where it is built and
 # tested), so the binaries are glibc binaries, linked statically (release-cross-setup.sh sets
 # `-C target-feature=+crt-static`; scripts/test.sh builds the tested binaries the same way). They need no shared
-# library at run time, only what gcr.io/distroless/static-debian12 carries: CA certificates in /etc/ssl/certs,
-# /etc/nsswitch.conf and /etc/passwd with the non-root user 65532; no shell, no package manager, no C library.
-# glibc resolves names from `files` and `dns` inside a static binary, without loading NSS modules.
+# library at run time, only what gcr.io/distroless/static-debian12 carries: CA certificates in /etc/ssl/certs and
+# /etc/passwd with the non-root user 65532; no shell, no package manager, no C library. Inside a static binary glibc
+# resolves host names from /etc/hosts and DNS without loading NSS modules (checked with strace).
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot

@@ -6,8 +6,8 @@
 # It installs Debian's cross gcc (linker and C compiler for ring) and the Rust target when the target differs
 # from the build machine, then writes $CARGO_HOME/config.toml: build.target, static linking (build.rustflags,
 # which with a build.target reach only the target's code, not build scripts or proc macros), the target's linker
-# and its C compiler. The Rust target triple is written to $RUST_TARGET_FILE (default /etc/rust-target): cargo puts the
-# binaries under target/<triple>/release.
+# and its C compiler. The Rust target triple is written to $RUST_TARGET_FILE (default /etc/rust-target): cargo
+# puts the binaries under target/<triple>/release.
 # Environment for tests: BUILD_ARCH (default: dpkg's architecture), RELEASE_CROSS_DRY_RUN=1 (print the apt-get
 # and rustup commands instead of running them).
 set -euo pipefail
