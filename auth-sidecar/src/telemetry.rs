@@ -8,6 +8,7 @@
 //! known up front are resolved once at construction so that the hot path only does an atomic increment.
 
 pub mod membership;
+mod plain_fields;
 
 use std::fmt;
 
@@ -50,6 +51,7 @@ pub fn init_logging(level: LevelFilter, format: LogFormat) {
     // A second initialisation (only possible in tests) keeps the first subscriber; that is harmless.
     let _ = match format {
         LogFormat::Text => builder
+            .fmt_fields(plain_fields::PlainFields)
             .with_ansi(false)
             .finish()
             .with(log_filter(level))
