@@ -18,7 +18,9 @@
 # Knobs (environment): RUNS (3), DURATION (seconds, 10), SAT_CONNECTIONS (32), RATE (1000),
 # RATE_CONNECTIONS (1000), USERS (1000), ROOMS (50), LOAD_THREADS (generator threads, 1),
 # OUT_DIR (raw output; default a new /tmp/bench-get-token.* folder), SKIP_BUILD (1: use the binaries
-# already in target/<triple>/release), CARGO_TARGET_DIR (honoured).
+# already in target/<triple>/release), CARGO_TARGET_DIR (honoured), CAPTURE (1: record the loopback
+# packets of each cold fixed-rate run with tcpdump, which needs root or CAP_NET_RAW, and split its tail
+# with scripts/bench-tail-split.py into the service's and the homeserver's share).
 #
 # Every run is bounded by its duration plus a timeout; every process started here is stopped on exit.
 set -euo pipefail
@@ -205,9 +207,33 @@ for run in $(seq "$RUNS"); do
     measure saturation "$target" "$run" --connections "$SAT_CONNECTIONS" --rate 0
   done
 done
+# capture_start RUN / capture_stop RUN: with CAPTURE=1, the packets between the cold service and its
+# clients and homeserver during one run, then the split of its tail (only packets with data count).
+capture_start() {
+  [[ ${CAPTURE:-0} == 1 ]] || return 0
+  tcpdump -i lo -n -B 32768 -w "$out/capture-$1.pcap" \
+    "tcp and (port ${cold_addr##*:} or port ${hs##*:})" 2>"$out/capture-$1.err" &
+  capture_pid=$!
+  pids+=("$capture_pid")
+  sleep 1 # tcpdump's filter is in place before the first request
+}
+capture_stop() {
+  [[ ${CAPTURE:-0} == 1 ]] || return 0
+  sleep 0.5
+  kill "$capture_pid" && wait "$capture_pid" 2>/dev/null || true
+  tcpdump -r "$out/capture-$1.pcap" -n -tt -q 2>/dev/null |
+    python3 "$root/scripts/bench-tail-split.py" --service-port "${cold_addr##*:}" --homeserver-port "${hs##*:}" |
+    sed "s/^/tail split, cold run $1: /" | tee -a "$out/tail-split.results"
+}
+if [[ ${CAPTURE:-0} == 1 ]]; then
+  command -v tcpdump >/dev/null || die "CAPTURE=1 needs tcpdump"
+fi
+
 for run in $(seq "$RUNS"); do
   for target in ceiling warm cold; do
+    if [[ $target == cold ]]; then capture_start "$run"; fi
     measure rate "$target" "$run" --connections "$RATE_CONNECTIONS" --rate "$RATE"
+    if [[ $target == cold ]]; then capture_stop "$run"; fi
   done
 done
 
