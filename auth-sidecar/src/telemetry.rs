@@ -390,11 +390,43 @@ impl Metrics {
     }
 }
 
+/// Collects what a test's subscriber writes, for [`CapturedLogs`] and for tests that build their own
+/// subscriber.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl LogBuffer {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        let buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Test support: the log lines (JSON, as `LIVEKIT_LOG_FORMAT=json` writes them, at debug) of everything
 /// this thread logs while the value lives; tests on a current-thread runtime see their tasks' lines too.
 #[cfg(test)]
 pub(crate) struct CapturedLogs {
-    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    buffer: LogBuffer,
     _default: tracing::subscriber::DefaultGuard,
 }
 
@@ -402,37 +434,18 @@ pub(crate) struct CapturedLogs {
 impl CapturedLogs {
     /// Everything written so far.
     pub(crate) fn text(&self) -> String {
-        let buffer = self
-            .buffer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        String::from_utf8_lossy(&buffer).into_owned()
+        self.buffer.text()
     }
 }
 
 /// Starts capturing this thread's log lines (see [`CapturedLogs`]).
 #[cfg(test)]
 pub(crate) fn capture_logs() -> CapturedLogs {
-    /// Appends to the shared buffer.
-    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let mut buffer = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            buffer.extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = std::sync::Arc::default();
-    let writer = std::sync::Arc::clone(&buffer);
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(LevelFilter::DEBUG)
-        .with_writer(move || Sink(std::sync::Arc::clone(&writer)))
+        .with_writer(move || writer.clone())
         .json()
         .flatten_event(true)
         .finish();

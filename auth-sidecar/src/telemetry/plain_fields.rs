@@ -140,37 +140,12 @@ impl Visit for PlainVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex, PoisonError};
-
     use proptest::prelude::*;
     use tracing::field::Empty;
     use tracing_subscriber::fmt::format::DefaultFields;
 
     use super::*;
-
-    /// Collects what a subscriber writes.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buffer {
-        fn text(&self) -> String {
-            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-                .into_owned()
-        }
-    }
+    use crate::telemetry::LogBuffer;
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer {0}")]
@@ -218,7 +193,7 @@ mod tests {
     where
         N: for<'w> FormatFields<'w> + Send + Sync + 'static,
     {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
