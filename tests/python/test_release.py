@@ -591,6 +591,12 @@ def static_rustflags_of_the_test_script() -> str:
     return match.group(1)
 
 
+def test_the_benchmark_builds_with_the_tested_static_flags() -> None:
+    # scripts/bench-get-token.sh measures the binaries as the images ship them: the same flags as the tests.
+    text = (SCRIPTS / "bench-get-token.sh").read_text()
+    assert f'RUSTFLAGS="{static_rustflags_of_the_test_script()}" cargo build' in text
+
+
 def test_cross_setup_refuses_other_architectures(tmp_path: Path) -> None:
     result = cross_setup(tmp_path, "riscv64", "amd64")
     assert result.returncode != 0 and "unsupported target architecture 'riscv64'" in result.stderr
