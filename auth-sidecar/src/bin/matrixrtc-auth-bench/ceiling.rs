@@ -28,8 +28,9 @@ pub struct Args {
     /// Listen address; port 0 picks a free one (printed as `listening=<address>`).
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: SocketAddr,
-    /// Runtime worker threads (0: one per core, as the service runs).
-    #[arg(long, default_value_t = 0)]
+    /// Runtime worker threads (1: a current-thread runtime, as the service runs by default since
+    /// `LIVEKIT_WORKER_THREADS`; 0: one per core).
+    #[arg(long, default_value_t = 1)]
     threads: usize,
     /// API key (the JWT `iss`).
     #[arg(long, default_value = "benchkey")]
