@@ -5,14 +5,16 @@
 # Builds the service and the bench tool (release, `bench` feature), starts on loopback:
 #   - the TLS fake homeserver (`matrixrtc-auth-bench fake-homeserver`, one thread),
 #   - the ceiling (`matrixrtc-auth-bench ceiling`: a bare axum endpoint that only parses and signs),
+#   - the relay (`matrixrtc-auth-bench relay`: the floor under a cold request, one userinfo round trip per
+#     request over pooled TLS and nothing else: no HTTP library, JSON or JWT),
 #   - the service twice: "warm" with the OpenID cache on (default TTL) and "cold" with it off
 #     (LIVEKIT_OPENID_CACHE_SECONDS=0), so that every cold request is a userinfo round trip over a
 #     pooled TLS connection. The fake homeserver is not a full-access homeserver: no SFU call.
-# then RUNS saturation runs (closed loop) of ceiling, warm and cold, interleaved, and after them RUNS
-# fixed-rate runs (open loop) of each. Warm runs draw from USERS users; cold runs use a new token for
-# every request.
+# then RUNS saturation runs (closed loop) of ceiling, warm, cold and relay, interleaved, and after them
+# RUNS fixed-rate runs (open loop) of each. Warm runs draw from USERS users; cold and relay runs use a new
+# token for every request.
 # Each run prints the generator's RESULT line plus, from /proc, the CPU the server spent per request
-# (`svc_cpu_us_per_req`; for cold runs also the fake homeserver's, `hs_cpu_us_per_req`) and the server's
+# (`svc_cpu_us_per_req`; for cold and relay runs also the fake homeserver's, `hs_cpu_us_per_req`) and the server's
 # peak resident memory sampled every 100 ms (`rss_max_kib`). The end is a table of medians.
 #
 # Knobs (environment): RUNS (3), DURATION (seconds, 10), SAT_CONNECTIONS (32), RATE (1000),
@@ -100,6 +102,11 @@ ceiling_pid=$!
 pids+=("$ceiling_pid")
 ceiling_addr=$(wait_for_line "$out/ceiling.out" listening= "$ceiling_pid")
 
+"$bench" relay --lifetime "$lifetime" >"$out/relay.out" 2>"$out/relay.err" &
+relay_pid=$!
+pids+=("$relay_pid")
+relay_addr=$(wait_for_line "$out/relay.out" listening= "$relay_pid")
+
 # start_service NAME [VAR=value...]: starts the service with the benchmark environment; sets svc_pid
 # and svc_addr.
 start_service() {
@@ -131,18 +138,19 @@ warm_pid=$svc_pid warm_addr=$svc_addr
 start_service cold LIVEKIT_OPENID_CACHE_SECONDS=0
 cold_pid=$svc_pid cold_addr=$svc_addr
 
-declare -A server_pid=([ceiling]=$ceiling_pid [warm]=$warm_pid [cold]=$cold_pid)
-declare -A server_addr=([ceiling]=$ceiling_addr [warm]=$warm_addr [cold]=$cold_addr)
-declare -A tokens=([ceiling]=warm [warm]=warm [cold]=cold)
+targets=(ceiling warm cold relay)
+declare -A server_pid=([ceiling]=$ceiling_pid [warm]=$warm_pid [cold]=$cold_pid [relay]=$relay_pid)
+declare -A server_addr=([ceiling]=$ceiling_addr [warm]=$warm_addr [cold]=$cold_addr [relay]=$relay_addr)
+declare -A tokens=([ceiling]=warm [warm]=warm [cold]=cold [relay]=cold)
 
-# ── checks: every target answers 200, and the service really asks the homeserver ─
-for target in ceiling warm cold; do
+# ── checks: every target answers 200, and the service and the relay really ask the homeserver ─
+for target in "${targets[@]}"; do
   line=$(timeout 30 "$bench" load --url "http://${server_addr[$target]}" --server-name "$hs" \
     --connections 1 --duration 0.5 --tokens "${tokens[$target]}" --label "check-$target")
   [[ $line == *" non2xx=0 errors=0 "* && $line != *" requests=0 "* ]] || die "check of $target failed: $line"
 done
 bad_body='{"room_id":"!r:'$hs'","slot_id":"m.call#ROOM","openid_token":{"access_token":"not-a-tok","token_type":"Bearer","matrix_server_name":"'$hs'","expires_in":3600},"member":{"id":"m","claimed_user_id":"@utok1:'$hs'","claimed_device_id":"D"}}'
-for target in warm cold; do
+for target in warm cold relay; do
   status=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
     -d "$bad_body" "http://${server_addr[$target]}/get_token")
   [[ $status == 401 ]] || die "$target: a token the homeserver refuses got HTTP $status, not 401"
@@ -181,21 +189,22 @@ measure() {
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   n=$(field requests <<<"$line")
-  if [[ $target == cold ]]; then
+  if [[ ${tokens[$target]} == cold ]]; then
     extra=" hs_cpu_us_per_req=$(per_request "$hs_before" "$hs_after" "$n")"
   fi
   echo "$line svc_cpu_us_per_req=$(per_request "$svc_before" "$svc_after" "$n")$extra" \
     "rss_max_kib=$(sort -n "$rss_file" | tail -n 1)" | tee -a "$out/$kind-$target.results"
 }
 
-echo "fake homeserver $hs; ceiling $ceiling_addr; service warm $warm_addr (pid $warm_pid), cold $cold_addr (pid $cold_pid)"
+echo "fake homeserver $hs; ceiling $ceiling_addr; relay $relay_addr;" \
+  "service warm $warm_addr (pid $warm_pid), cold $cold_addr (pid $cold_pid)"
 echo "raw output: $out; $(nproc) cores; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-for target in ceiling warm cold; do
+for target in "${targets[@]}"; do
   echo "idle RSS $target: $(rss_kib "${server_pid[$target]}") KiB"
 done
 
 # Warm-up (not reported): connection pools, allocator, the warm service's OpenID cache.
-for target in ceiling warm cold; do
+for target in "${targets[@]}"; do
   timeout 30 "$bench" load --url "http://${server_addr[$target]}" --server-name "$hs" --duration 3 \
     --tokens "${tokens[$target]}" --users "$USERS" --rooms "$ROOMS" --label "warmup-$target" >/dev/null
 done
@@ -203,7 +212,7 @@ done
 # Saturation runs first: memory that a server keeps after the 1,000-connection runs (the allocator does
 # not hand it back) would otherwise show up as the peak of the saturation runs.
 for run in $(seq "$RUNS"); do
-  for target in ceiling warm cold; do
+  for target in "${targets[@]}"; do
     measure saturation "$target" "$run" --connections "$SAT_CONNECTIONS" --rate 0
   done
 done
@@ -230,7 +239,7 @@ if [[ ${CAPTURE:-0} == 1 ]]; then
 fi
 
 for run in $(seq "$RUNS"); do
-  for target in ceiling warm cold; do
+  for target in "${targets[@]}"; do
     if [[ $target == cold ]]; then capture_start "$run"; fi
     measure rate "$target" "$run" --connections "$RATE_CONNECTIONS" --rate "$RATE"
     if [[ $target == cold ]]; then capture_stop "$run"; fi
@@ -249,14 +258,14 @@ summarise() { # summarise KIND TARGET FIELDS...
   printf '%-22s %s\n' "${file##*/}" "${parts[*]}"
 }
 echo "── medians of $RUNS runs (saturation: $SAT_CONNECTIONS connections; rate: $RATE/s over $RATE_CONNECTIONS connections) ──"
-for target in ceiling warm cold; do
+for target in "${targets[@]}"; do
   summarise saturation "$target" rps p50_ms p99_ms svc_cpu_us_per_req hs_cpu_us_per_req load_cpu_us_per_req \
     rss_max_kib non2xx errors
 done
-for target in ceiling warm cold; do
+for target in "${targets[@]}"; do
   summarise rate "$target" rps p50_ms p99_ms p999_ms max_ms lag_p99_ms svc_cpu_us_per_req rss_max_kib non2xx errors
 done
-for target in ceiling warm cold; do
+for target in "${targets[@]}"; do
   echo "RSS $target: now $(rss_kib "${server_pid[$target]}") KiB, peak since start (VmHWM) $(hwm_kib "${server_pid[$target]}") KiB"
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,11 +1,13 @@
 //! `matrixrtc-auth-bench`: the hand-run load benchmark of `POST /get_token` (see
 //! `docs/benchmark-auth.md` and `scripts/bench-get-token.sh`, which drives it).
 //!
-//! One binary holds the three tools a run needs, so a single build gives the whole kit:
+//! One binary holds the four tools a run needs, so a single build gives the whole kit:
 //! - `fake-homeserver`: a fast TLS homeserver that only answers federation OpenID `userinfo`;
 //! - `ceiling`: a bare axum `POST /get_token` that parses the body and signs the JWT, nothing else;
 //! - `load`: an open-loop (fixed rate) or closed-loop (saturation) load generator that prints one
-//!   machine-readable `RESULT` line.
+//!   machine-readable `RESULT` line;
+//! - `relay`: the floor under a cold request: one userinfo round trip per request, no HTTP library, JSON
+//!   or JWT.
 //!
 //! Built only with the non-default `bench` feature, so CI never compiles it. It is a measuring tool,
 //! not a test: nothing here asserts anything about speed.
@@ -14,6 +16,7 @@ mod body;
 mod ceiling;
 mod fake_homeserver;
 mod load;
+mod relay;
 mod stats;
 
 use std::process::ExitCode;
@@ -39,6 +42,8 @@ enum Command {
     Ceiling(ceiling::Args),
     /// Load generator: fixed rate (open loop) or saturation (closed loop); prints a RESULT line.
     Load(load::Args),
+    /// Bare relay: per request one userinfo round trip over pooled TLS, no HTTP library, JSON or JWT.
+    Relay(relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Command::FakeHomeserver(args) => fake_homeserver::run(&args).map_err(|e| e.to_string()),
         Command::Ceiling(args) => ceiling::run(&args).map_err(|e| e.to_string()),
         Command::Load(args) => load::run(&args).map_err(|e| e.to_string()),
+        Command::Relay(args) => relay::run(&args).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
