@@ -392,11 +392,15 @@ impl Driver {
                 Verdict::RetryIn(hint) => hint.unwrap_or_else(|| backoff.next_interval()),
             };
             let wake = after(Instant::now(), wait);
-            if wake >= end {
+            if wake < end {
+                sleep_until(wake).await;
+            }
+            // Checked after the wait too: the timer fires on its next millisecond tick, which can be the
+            // window's end itself (a wait planned to end 0.4 ms before it).
+            if wake >= end || Instant::now() >= end {
                 tracing::warn!("giving up sending a delayed leave: the send window is over");
                 return SendOutcome::Failed;
             }
-            sleep_until(wake).await;
         }
     }
 

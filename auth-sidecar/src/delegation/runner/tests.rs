@@ -396,6 +396,22 @@ async fn a_send_without_deadline_tries_within_the_one_second_floor() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_due_just_before_the_send_window_ends_is_not_sent_at_its_end() {
+    // The timer rounds a wake-up to its next millisecond tick: a retry due 0.4 ms before the window's end
+    // wakes at the end itself, and must not go out then.
+    let h = harness(None).await;
+    h.hs.answer(
+        Action::Send,
+        Canned::Reply(Reply::RetryAfter(Duration::from_micros(999_600))),
+    );
+    h.add("d1", 5).await;
+    sleep(60.0).await;
+    let sends = h.times(Action::Send);
+    assert_eq!(sends, [5.0], "{sends:?}");
+    assert_eq!(h.delegation.local_jobs(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_connected_send_retries_until_the_event_would_fire() {
     let h = harness(None).await;
     h.hs.answer(Action::Send, Canned::Reply(Reply::Transient("503".into())));
