@@ -439,15 +439,10 @@ impl CapturedLogs {
 }
 
 /// Starts capturing this thread's log lines (see [`CapturedLogs`]).
-///
-/// Reliable in a process of its own, as `scripts/test.sh` runs each test (cargo-nextest). Under `cargo
-/// test`, which runs tests in parallel threads of one process, lines can go missing: tracing caches a call
-/// site's interest for the whole process, so a site first reached on a thread without this subscriber can
-/// stay off for it (measured: a test here failed in 103 of 150 parallel runs of the unit-test binary;
-/// neither rebuilding the cache after `set_default` nor one global subscriber filtering per thread made it
-/// reliable).
 #[cfg(test)]
 pub(crate) fn capture_logs() -> CapturedLogs {
+    // Reliable beside other tests in the same process (`cargo test`).
+    matrixrtc_test_support::tracing_anchor::anchor_call_site_interest();
     let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -325,6 +325,8 @@ pub mod captured {
             format: LogFormat,
             filter: &str,
         ) -> Box<dyn tracing::Subscriber + Send + Sync> {
+            // Reliable beside other tests in the same process (`cargo test`).
+            matrixrtc_test_support::tracing_anchor::anchor_call_site_interest();
             let log = self.clone();
             subscriber(
                 format,

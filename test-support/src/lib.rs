@@ -6,7 +6,8 @@
 //! - [`operator_process`]: the operator binary as a child process (start, readiness, log, metrics, SIGTERM);
 //! - [`cel_cases`]: the CRD's CEL rule cases, evaluated client-side by the unit tests and by a real API
 //!   server in the end-to-end tests;
-//! - [`layering`]: the import cycles of a crate, read from its sources (each crate's `layering` test).
+//! - [`layering`]: the import cycles of a crate, read from its sources (each crate's `layering` test);
+//! - [`tracing_anchor`]: reliable log capture in tests that run as threads of one process.
 //!
 //! It depends on no crate of this workspace: the fake stores every kind as JSON and the CEL cases are JSON,
 //! so the operator can use it as a dev-dependency without a second copy of its own types.
@@ -15,3 +16,4 @@ pub mod cel_cases;
 pub mod fake_api;
 pub mod layering;
 pub mod operator_process;
+pub mod tracing_anchor;
