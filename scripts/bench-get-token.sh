@@ -14,8 +14,8 @@
 # RUNS fixed-rate runs (open loop) of each. Warm runs draw from USERS users; cold and relay runs use a new
 # token for every request.
 # Each run prints the generator's RESULT line plus, from /proc, the CPU the server spent per request
-# (`svc_cpu_us_per_req`; for cold and relay runs also the fake homeserver's, `hs_cpu_us_per_req`) and the server's
-# peak resident memory sampled every 100 ms (`rss_max_kib`). The end is a table of medians.
+# (`svc_cpu_us_per_req`; for cold and relay runs also the fake homeserver's, `hs_cpu_us_per_req`) and the
+# server's peak resident memory sampled every 100 ms (`rss_max_kib`). The end is a table of medians.
 #
 # Knobs (environment): RUNS (3), DURATION (seconds, 10), SAT_CONNECTIONS (32), RATE (1000),
 # RATE_CONNECTIONS (1000), USERS (1000), ROOMS (50), LOAD_THREADS (generator threads, 1),

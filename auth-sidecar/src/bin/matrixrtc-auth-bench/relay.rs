@@ -6,10 +6,11 @@
 //! asks the homeserver's `userinfo` over a pooled keep-alive TLS connection (the service's own TLS
 //! configuration: rustls with ring, certificate checks off as the bench runs the service), and answers
 //! `200` with a fixed body the size of the service's answer, or `401`. `GET /healthz` answers `200`, so
-//! the shared kit (`../shared/perf`) can drive it like the service (`--bind "$LIVEKIT_JWT_BIND"`). The same four loopback TCP segments
-//! and four socket calls as a cold request to the service, and the same TLS records; no HTTP library, no
-//! JSON, no JWT, no validation, no metrics, no logging. Whatever it spends per request, the service cannot
-//! spend less on this machine with this exchange.
+//! the shared kit (`../shared/perf`) can drive it like the service (`--bind "$LIVEKIT_JWT_BIND"`).
+//!
+//! It makes the same four loopback TCP segments and four socket calls as a cold request to the service,
+//! and the same TLS records; no HTTP library, no JSON, no JWT, no validation, no metrics, no logging.
+//! Whatever it spends per request, the service cannot spend less on this machine with this exchange.
 //!
 //! It is a measuring tool, not a server: HTTP/1.1 with `Content-Length` only (what the load generator,
 //! `wrk` and the fake homeserver send), no chunked bodies, messages up to 64 KiB, and the token goes into
